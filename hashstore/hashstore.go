@@ -1,0 +1,64 @@
+// Package hashstore owns the credential file: it parses it, watches it, reloads
+// it, and verifies raw tokens against it through a bounded bcrypt worker pool.
+// It knows nothing about HTTP.
+package hashstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// MaxFileBytes caps how much of the credential file is read. A real file is
+// under 1 KiB (a few 60-character hashes and a username); anything larger is
+// not a credential file.
+const MaxFileBytes = 64 << 10
+
+// MaxTokenBytes is bcrypt's input limit. bcrypt silently ignores bytes past
+// 72, so a longer token is refused before any bcrypt work.
+const MaxTokenBytes = 72
+
+// Credentials is the parsed content of one credential file.
+type Credentials struct {
+	// Hashes are the bcrypt hashes in file order; any of them is valid.
+	Hashes []string
+	// Username is the optional display name (ComfyUI-Login's line 2).
+	Username string
+	// Warnings are non-fatal findings a person should read (low cost, ...).
+	Warnings []string
+}
+
+// Snapshot is an immutable view of the credentials in force.
+type Snapshot struct {
+	Creds Credentials
+	// Generation increases by one on every successful (re)load.
+	Generation uint64
+	// Fingerprints holds Fingerprint(hash) for each hash, for logs.
+	Fingerprints []string
+	// Source says where the credentials came from: the file path, or
+	// "COMFYUI_PASSWORD" when hashed in memory.
+	Source   string
+	LoadedAt time.Time
+}
+
+// Status is what readiness and logs report about the store.
+type Status struct {
+	// Ready is true once a valid credential is loaded.
+	Ready bool
+	// Reason explains why Ready is false, or what is degraded (the file
+	// became unreadable and the last good credentials are kept).
+	Reason string
+	// LastError is the newest load error, empty when the last load succeeded.
+	LastError string
+	// LastGood is when the credentials in force were loaded.
+	LastGood time.Time
+	// Generation of the credentials in force (0 when none).
+	Generation uint64
+}
+
+// Fingerprint returns the first 8 hex digits of SHA-256 of s: enough to tell
+// two secrets apart in a log, useless for recovering them.
+func Fingerprint(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
+}
