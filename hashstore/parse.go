@@ -1,9 +1,249 @@
 package hashstore
 
-import "errors"
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+)
 
-// Parse reads a credential file's bytes. See the helper contract.
-// STUB: replaced by the hashstore implementation.
+// ParseReason classifies why a credential file was refused, so a diagnosis
+// tool can pick its advice without matching on message text.
+type ParseReason string
+
+// The reasons Parse and the Store report.
+const (
+	ReasonEmpty      ParseReason = "empty"       // nothing but blank lines and comments
+	ReasonTooLarge   ParseReason = "too-large"   // over MaxFileBytes
+	ReasonMissing    ParseReason = "missing"     // the file does not exist (Store only)
+	ReasonUnreadable ParseReason = "unreadable"  // open or read failed (Store only)
+	ReasonLength     ParseReason = "length"      // hash-like line that is not 60 characters
+	ReasonDollar     ParseReason = "dollar"      // `$` eaten or doubled by Compose escaping
+	ReasonPrefix     ParseReason = "prefix"      // not $2a$, $2b$ or $2y$
+	ReasonCost       ParseReason = "cost"        // cost field malformed or outside 4..31
+	ReasonAlphabet   ParseReason = "alphabet"    // characters outside bcrypt's base64
+	ReasonRawToken   ParseReason = "raw-token"   // a raw token where the hash belongs
+	ReasonNotHash    ParseReason = "not-hash"    // one long line that is not a hash
+	ReasonExtraLines ParseReason = "extra-lines" // more than one non-hash line
+)
+
+// ParseError is a refused credential file. Its message is one sentence a
+// person can act on; it never contains the secret, only a Fingerprint.
+type ParseError struct {
+	// Line is the 1-based physical line of the file at fault, 0 when the
+	// problem is the whole file.
+	Line   int
+	Reason ParseReason
+	// Message is the actionable sentence returned by Error.
+	Message string
+}
+
+func (e *ParseError) Error() string { return e.Message }
+
+// Cost bounds. bcrypt itself refuses costs outside 4..31; below 10 a leaked
+// hash is cheap to brute-force, above 14 each raw-token check takes seconds of
+// CPU, which turns the worker pool into a denial-of-service lever.
+const (
+	minCost      = 4
+	maxCost      = 31
+	warnLowCost  = 10
+	warnHighCost = 14
+	hashLen      = 60
+	// rawTokenMaxLen: a single non-hash line up to this long is most likely
+	// a raw token or password pasted where the hash belongs.
+	rawTokenMaxLen = 200
+)
+
+const composeHint = "was a `$` eaten by Docker Compose interpolation? Escape each `$` as `$$` in .env/YAML, or mount the file instead"
+
+const generateHint = "generate it with `comfyui-auth hash`"
+
+// Parse reads a credential file's bytes. It accepts a bare bcrypt hash,
+// ComfyUI-Login's PASSWORD layout (hash, then username), and several hash
+// lines for rotation, with at most one non-hash (username) line anywhere.
+// Blank lines, `#` comments, CRLF, surrounding whitespace and a UTF-8 BOM are
+// ignored because editors and `echo` add them without the user noticing.
 func Parse(data []byte) (Credentials, error) {
-	return Credentials{}, errors.New("hashstore: Parse not implemented")
+	if len(data) > MaxFileBytes {
+		return Credentials{}, &ParseError{Reason: ReasonTooLarge,
+			Message: fmt.Sprintf("file is %d bytes, not a credential file (a credential file holds a few 60-character bcrypt hashes)", len(data))}
+	}
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+
+	var (
+		creds     Credentials
+		others    []int // physical line numbers of non-hash lines
+		otherText []string
+		lines     []string // every kept line, for the leak guard
+	)
+	for i, raw := range strings.Split(string(data), "\n") {
+		n := i + 1
+		line := strings.TrimSpace(raw)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		lines = append(lines, line)
+		if !hashCandidate(line) {
+			others = append(others, n)
+			otherText = append(otherText, line)
+			continue
+		}
+		cost, perr := checkHash(n, line)
+		if perr != nil {
+			return Credentials{}, guard(perr, lines)
+		}
+		creds.Hashes = append(creds.Hashes, line)
+		hn := len(creds.Hashes)
+		switch {
+		case cost < warnLowCost:
+			creds.Warnings = append(creds.Warnings, fmt.Sprintf(
+				"hash %d (line %d, fingerprint %s) has bcrypt cost %d: below %d a leaked hash is cheap to brute-force; regenerate it with `comfyui-auth hash`",
+				hn, n, Fingerprint(line), cost, warnLowCost))
+		case cost > warnHighCost:
+			creds.Warnings = append(creds.Warnings, fmt.Sprintf(
+				"hash %d (line %d, fingerprint %s) has bcrypt cost %d: each raw-token check costs seconds of CPU; regenerate it at cost 10-12 with `comfyui-auth hash`",
+				hn, n, Fingerprint(line), cost))
+		}
+	}
+
+	switch {
+	case len(lines) == 0:
+		return Credentials{}, &ParseError{Reason: ReasonEmpty,
+			Message: "credential file is empty: write a bcrypt hash into it (" + generateHint + ", or create token and hash with `comfyui-auth token generate`)"}
+	case len(creds.Hashes) == 0 && len(others) == 1:
+		n, line := others[0], otherText[0]
+		if len(line) <= rawTokenMaxLen {
+			return Credentials{}, guard(&ParseError{Line: n, Reason: ReasonRawToken, Message: fmt.Sprintf(
+				"line %d (%d characters, fingerprint %s): this looks like a raw token, not a bcrypt hash: the server needs the hash; %s",
+				n, len(line), Fingerprint(line), generateHint)}, lines)
+		}
+		return Credentials{}, guard(&ParseError{Line: n, Reason: ReasonNotHash, Message: fmt.Sprintf(
+			"line %d (%d characters, fingerprint %s) is not a bcrypt hash: the file must hold a 60-character `$2b$...` hash; %s",
+			n, len(line), Fingerprint(line), generateHint)}, lines)
+	case len(others) > 1:
+		return Credentials{}, guard(&ParseError{Line: others[1], Reason: ReasonExtraLines, Message: fmt.Sprintf(
+			"lines %d and %d are both not bcrypt hashes: the file holds hash lines and at most one username line; remove the extra line or %s",
+			others[0], others[1], generateHint)}, lines)
+	}
+	if len(others) == 1 {
+		creds.Username = otherText[0]
+	}
+	return creds, nil
+}
+
+// hashCandidate reports whether a line should be judged as a hash: anything
+// starting with `$`, and anything that looks like a bcrypt hash whose `$`
+// signs were removed (the Compose interpolation accident).
+func hashCandidate(s string) bool {
+	if strings.HasPrefix(s, "$2") || strings.HasPrefix(s, "$$") {
+		return true
+	}
+	// "$argon2id$...", "$apr1$...", "$6$...": some other crypt scheme. A
+	// lone leading `$` without a scheme after it is more likely a raw token.
+	if strings.HasPrefix(s, "$") {
+		if i := strings.IndexByte(s[1:], '$'); i > 0 && i <= 10 {
+			return true
+		}
+	}
+	return dollarEaten(s)
+}
+
+// dollarEaten recognises "2b$12$...", "2b12...", and 52-59 character lines
+// made only of bcrypt's alphabet and `$`.
+func dollarEaten(s string) bool {
+	if !onlyAlphabet(s, true) {
+		return false
+	}
+	t := strings.ReplaceAll(s, "$", "")
+	if len(t) >= 40 && len(t) <= hashLen &&
+		t[0] == '2' && strings.IndexByte("aby", t[1]) >= 0 && isDigit(t[2]) && isDigit(t[3]) {
+		return true
+	}
+	return len(s) >= 52 && len(s) <= 59 && strings.Contains(s, "$")
+}
+
+// checkHash validates one hash candidate and returns its cost.
+func checkHash(n int, s string) (int, *ParseError) {
+	fp := Fingerprint(s)
+	fail := func(r ParseReason, format string, args ...any) (int, *ParseError) {
+		return 0, &ParseError{Line: n, Reason: r, Message: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case strings.HasPrefix(s, "$$"):
+		return fail(ReasonDollar, "line %d (fingerprint %s) starts with `$$`: that escaping belongs in .env/YAML only; a mounted file must hold the hash as printed by `comfyui-auth hash`, with single `$`", n, fp)
+	case !strings.HasPrefix(s, "$"):
+		return fail(ReasonDollar, "line %d (%d characters, fingerprint %s) looks like a bcrypt hash with a `$` missing: %s", n, len(s), fp, composeHint)
+	case !strings.HasPrefix(s, "$2"):
+		return fail(ReasonPrefix, "line %d (fingerprint %s) is a %s hash, not bcrypt: the server accepts only bcrypt ($2a$, $2b$, $2y$); %s", n, fp, schemeName(s), generateHint)
+	case len(s) != hashLen:
+		return fail(ReasonLength, "line %d has %d characters (fingerprint %s) but bcrypt hashes have %d: %s", n, len(s), fp, hashLen, composeHint)
+	}
+	if p := s[:4]; p != "$2a$" && p != "$2b$" && p != "$2y$" {
+		return fail(ReasonPrefix, "line %d (fingerprint %s) does not start with $2a$, $2b$ or $2y$: the server accepts only those bcrypt variants; %s", n, fp, generateHint)
+	}
+	if !isDigit(s[4]) || !isDigit(s[5]) || s[6] != '$' {
+		return fail(ReasonCost, "line %d (fingerprint %s) has no two-digit cost after the prefix: the hash is damaged; %s", n, fp, generateHint)
+	}
+	cost, _ := strconv.Atoi(s[4:6])
+	if cost < minCost || cost > maxCost {
+		return fail(ReasonCost, "line %d (fingerprint %s) has bcrypt cost %d, outside %d..%d: no bcrypt library can check it; %s", n, fp, cost, minCost, maxCost, generateHint)
+	}
+	if !onlyAlphabet(s[7:], false) {
+		return fail(ReasonAlphabet, "line %d (fingerprint %s) has characters outside bcrypt's alphabet after the cost: was it copied with quotes or escapes? %s", n, fp, generateHint)
+	}
+	return cost, nil
+}
+
+// schemeName names a non-bcrypt crypt scheme ("$argon2id$" → "argon2id")
+// only when the identifier is short and plain, so no secret can leak.
+func schemeName(s string) string {
+	rest := s[1:]
+	i := strings.IndexByte(rest, '$')
+	if i <= 0 || i > 10 {
+		return "non-bcrypt"
+	}
+	id := rest[:i]
+	for j := 0; j < len(id); j++ {
+		c := id[j]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return "non-bcrypt"
+		}
+	}
+	return "`$" + id + "$`"
+}
+
+// guard is the last line of defence for "never print the secret": should a
+// message ever contain one of the file's lines verbatim, it is replaced by a
+// sentence built only from the line number.
+func guard(e *ParseError, lines []string) *ParseError {
+	for _, l := range lines {
+		if len(l) >= 8 && strings.Contains(e.Message, l) {
+			e.Message = fmt.Sprintf("line %d of the credential file is not valid: %s", e.Line, generateHint)
+			for _, l2 := range lines {
+				if len(l2) >= 8 && strings.Contains(e.Message, l2) {
+					e.Message = "the credential file is not valid: " + generateHint
+					break
+				}
+			}
+			break
+		}
+	}
+	return e
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// onlyAlphabet reports whether s uses only bcrypt's base64 alphabet
+// ("./A-Za-z0-9"), plus `$` when dollar is true.
+func onlyAlphabet(s string, dollar bool) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '/':
+		case c == '$' && dollar:
+		default:
+			return false
+		}
+	}
+	return true
 }

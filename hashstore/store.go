@@ -2,7 +2,17 @@ package hashstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -19,6 +29,11 @@ type StoreOptions struct {
 	PollInterval time.Duration
 	// Debounce groups bursts of events into one reload. 0 means 50 ms.
 	Debounce time.Duration
+	// SettleDelay is how long the watcher waits before re-reading a file
+	// that just failed to load, because an in-place write (truncate, then
+	// write) is briefly empty or partial. Only a failure that survives the
+	// re-read is reported. 0 means 100 ms.
+	SettleDelay time.Duration
 	// Fallback is used when Path does not exist (COMFYUI_PASSWORD hashed in
 	// memory). A file that exists always wins.
 	Fallback *Credentials
@@ -26,32 +41,321 @@ type StoreOptions struct {
 	Logger zerolog.Logger
 }
 
+const (
+	defaultPoll     = 2 * time.Second
+	defaultDebounce = 50 * time.Millisecond
+	defaultSettle   = 100 * time.Millisecond
+	// FallbackSource is Snapshot.Source for credentials hashed in memory.
+	FallbackSource = "COMFYUI_PASSWORD"
+	keyMissing     = "missing"
+)
+
+// loaded is what the hot path reads through one atomic pointer: the public
+// snapshot plus the SHA-256 of each hash string, so MatchHash compares
+// fixed-length digests and leaks nothing through lengths.
+type loaded struct {
+	snap    *Snapshot
+	digests [][32]byte
+	key     string // content key of the file bytes it came from
+}
+
 // Store holds the credentials in force and reloads them when the file changes.
 type Store struct {
 	opts StoreOptions
+	log  zerolog.Logger
+	path string // absolute Path, "" when running on Fallback only
+
+	cur atomic.Pointer[loaded]
+
+	mu      sync.Mutex // guards changed and problem, read by Status and Changed
+	changed chan struct{}
+	problem *ParseError
+
+	// Owned by the single goroutine that loads (NewStore, then Run).
+	lastKey    string // content key of the newest state acted on
+	lastLogged string // newest problem logged, to log each problem once
+	mountPoint bool
 }
 
 // NewStore loads the file once. A missing or invalid file is not an error
 // here: the store starts not ready (fail closed) and keeps watching. An error
 // is returned only for unusable options.
 func NewStore(opts StoreOptions) (*Store, error) {
-	return nil, errors.New("hashstore: NewStore not implemented")
+	if opts.Path == "" && opts.Fallback == nil {
+		return nil, errors.New("hashstore: NewStore needs a credential file path or a fallback")
+	}
+	if opts.Fallback != nil && len(opts.Fallback.Hashes) == 0 {
+		return nil, errors.New("hashstore: NewStore fallback credentials hold no hash")
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = defaultPoll
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = defaultDebounce
+	}
+	if opts.SettleDelay <= 0 {
+		opts.SettleDelay = defaultSettle
+	}
+	s := &Store{opts: opts, log: opts.Logger, changed: make(chan struct{})}
+	if opts.Path != "" {
+		abs, err := filepath.Abs(opts.Path)
+		if err != nil {
+			return nil, fmt.Errorf("hashstore: credential file path %q: %w", opts.Path, err)
+		}
+		s.path = abs
+		s.detectFileMount()
+	}
+
+	if s.path == "" {
+		s.install(*opts.Fallback, "", FallbackSource)
+		return s, nil
+	}
+	if _, err := os.Stat(s.path); errors.Is(err, fs.ErrNotExist) && opts.Fallback != nil {
+		s.lastKey = keyMissing
+		s.log.Info().Str("path", s.path).
+			Msg("credential file does not exist; using the password from COMFYUI_PASSWORD until it does")
+		s.install(*opts.Fallback, keyMissing, FallbackSource)
+		return s, nil
+	}
+	s.check(context.Background(), true)
+	return s, nil
 }
 
-// Run watches the file until ctx is done.
-func (s *Store) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+// detectFileMount warns when the credential file is itself a mount point.
+func (s *Store) detectFileMount() {
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	candidates := []string{s.path}
+	if real, err := filepath.EvalSymlinks(s.path); err == nil && real != s.path {
+		candidates = append(candidates, real)
+	}
+	for _, p := range candidates {
+		if isMountPoint(info, p) {
+			s.mountPoint = true
+			s.log.Warn().Str("path", s.path).
+				Msg("the credential file is a single-file bind mount: in-place edits are seen, but a host-side rename will never be seen; mount the directory instead")
+			return
+		}
+	}
+}
+
+// read returns the file bytes and a content key, or a load problem.
+func (s *Store) read() ([]byte, string, *ParseError) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, keyMissing, &ParseError{Reason: ReasonMissing, Message: fmt.Sprintf(
+			"credential file %s does not exist: create it with `comfyui-auth token generate`, or write a hash from `comfyui-auth hash` into it; until then every request is refused", s.path)}
+	}
+	if err != nil {
+		return nil, "err:" + err.Error(), unreadable(s.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, "err:" + err.Error(), unreadable(s.path, err)
+	}
+	if fi.IsDir() {
+		return nil, "dir", &ParseError{Reason: ReasonUnreadable, Message: fmt.Sprintf(
+			"credential file %s is a directory: point the path at the hash file inside it", s.path)}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, "err:" + err.Error(), unreadable(s.path, err)
+	}
+	sum := sha256.Sum256(data)
+	key := hex.EncodeToString(sum[:])
+	if len(data) > MaxFileBytes {
+		return nil, key, &ParseError{Reason: ReasonTooLarge, Message: fmt.Sprintf(
+			"credential file %s is %d bytes, not a credential file: point the path at the bcrypt hash file", s.path, max(fi.Size(), int64(len(data))))}
+	}
+	return data, key, nil
+}
+
+func unreadable(path string, err error) *ParseError {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the path is already in the sentence
+	}
+	return &ParseError{Reason: ReasonUnreadable, Message: fmt.Sprintf(
+		"credential file %s cannot be read (%v): make it readable by the gateway's user", path, err)}
+}
+
+// check re-reads the file and acts on a change. A failure is re-read once
+// after SettleDelay (unless settled) so that the empty or half-written file
+// seen in the middle of an in-place write does not become a logged error.
+func (s *Store) check(ctx context.Context, settled bool) {
+	data, key, perr := s.read()
+	if key == s.lastKey {
+		return
+	}
+	var creds Credentials
+	if perr == nil {
+		var err error
+		creds, err = Parse(data)
+		if err != nil {
+			if !errors.As(err, &perr) {
+				perr = &ParseError{Reason: ReasonNotHash, Message: err.Error()}
+			}
+		}
+	}
+	if perr != nil {
+		if !settled {
+			t := time.NewTimer(s.opts.SettleDelay)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			s.check(ctx, true)
+			return
+		}
+		s.fail(key, perr)
+		return
+	}
+	s.lastKey = key
+	if cur := s.cur.Load(); cur != nil && cur.key == key {
+		// Back to the bytes already in force (e.g. a garbage write undone).
+		s.recovered()
+		return
+	}
+	s.install(creds, key, s.path)
+}
+
+// fail records a problem while keeping the last good credentials.
+func (s *Store) fail(key string, perr *ParseError) {
+	s.lastKey = key
+	s.mu.Lock()
+	s.problem = perr
+	s.mu.Unlock()
+	if perr.Message == s.lastLogged {
+		return
+	}
+	s.lastLogged = perr.Message
+	cur := s.cur.Load()
+	if cur == nil {
+		s.log.Error().Str("path", s.path).Str("reason", string(perr.Reason)).
+			Msg("no credentials loaded, every request is refused: " + perr.Message)
+		return
+	}
+	s.log.Warn().Str("path", s.path).Str("reason", string(perr.Reason)).
+		Uint64("generation", cur.snap.Generation).Strs("fingerprints", cur.snap.Fingerprints).
+		Msg("keeping the last good credentials: " + perr.Message)
+}
+
+func (s *Store) recovered() {
+	s.mu.Lock()
+	had := s.problem != nil
+	s.problem = nil
+	s.mu.Unlock()
+	s.lastLogged = ""
+	if had {
+		s.log.Info().Str("path", s.path).Msg("credential file is valid again; credentials unchanged")
+	}
+}
+
+// install makes creds the credentials in force with the next generation,
+// then wakes everyone waiting on Changed.
+func (s *Store) install(creds Credentials, key, source string) {
+	prev := s.cur.Load()
+	gen := uint64(1)
+	var prevFP []string
+	if prev != nil {
+		gen = prev.snap.Generation + 1
+		prevFP = prev.snap.Fingerprints
+	}
+	snap := &Snapshot{Creds: creds, Generation: gen, Source: source, LoadedAt: time.Now()}
+	l := &loaded{snap: snap, key: key}
+	for _, h := range creds.Hashes {
+		snap.Fingerprints = append(snap.Fingerprints, Fingerprint(h))
+		l.digests = append(l.digests, sha256.Sum256([]byte(h)))
+	}
+	s.cur.Store(l)
+
+	s.mu.Lock()
+	s.problem = nil
+	old := s.changed
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	close(old)
+	s.lastLogged = ""
+
+	ev := s.log.Info().Str("source", source).Uint64("generation", gen).
+		Int("hashes", len(creds.Hashes)).Strs("fingerprints", snap.Fingerprints).
+		Bool("username", creds.Username != "")
+	if prev == nil {
+		ev.Msg("credentials loaded")
+	} else {
+		ev.Strs("previous_fingerprints", prevFP).Msg("credentials reloaded")
+	}
+	for _, w := range creds.Warnings {
+		s.log.Warn().Str("source", source).Msg(w)
+	}
+}
 
 // Snapshot returns the credentials in force, or nil when none was ever loaded.
-func (s *Store) Snapshot() *Snapshot { return nil }
+func (s *Store) Snapshot() *Snapshot {
+	if l := s.cur.Load(); l != nil {
+		return l.snap
+	}
+	return nil
+}
 
 // Status reports readiness and the newest load error.
-func (s *Store) Status() Status { return Status{} }
+func (s *Store) Status() Status {
+	cur := s.cur.Load()
+	s.mu.Lock()
+	p := s.problem
+	s.mu.Unlock()
+	var st Status
+	if cur != nil {
+		st.Ready = true
+		st.LastGood = cur.snap.LoadedAt
+		st.Generation = cur.snap.Generation
+	}
+	switch {
+	case p != nil && cur == nil:
+		st.LastError = p.Message
+		st.Reason = p.Message
+	case p != nil:
+		st.LastError = p.Message
+		st.Reason = fmt.Sprintf("keeping the credentials loaded at %s (generation %d): %s",
+			cur.snap.LoadedAt.UTC().Format(time.RFC3339), cur.snap.Generation, p.Message)
+	case cur == nil:
+		st.Reason = "no credentials loaded yet"
+	}
+	return st
+}
 
 // Changed returns a channel closed at the next successful reload. Callers
 // re-call Changed after it fires.
-func (s *Store) Changed() <-chan struct{} { return nil }
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
 
 // MatchHash reports whether token equals one of the loaded hash strings,
 // comparing in constant time against every hash. It returns the 1-based hash
-// line and the generation it matched in.
-func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) { return 0, 0, false }
+// line (the position among the hashes, which is the file line for
+// ComfyUI-Login's layout) and the generation it matched in.
+//
+// Both sides are reduced to SHA-256 first, so the comparison runs over 32
+// bytes whatever the token's length, and every hash is compared even after a
+// match: timing says nothing about which hash, or whether any, matched.
+func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) {
+	l := s.cur.Load()
+	if l == nil {
+		return 0, 0, false
+	}
+	d := sha256.Sum256([]byte(token))
+	found := 0
+	for i := range l.digests {
+		eq := subtle.ConstantTimeCompare(d[:], l.digests[i][:])
+		first := eq & subtle.ConstantTimeEq(int32(found), 0)
+		found = subtle.ConstantTimeSelect(first, i+1, found)
+	}
+	return found, l.snap.Generation, found != 0
+}
