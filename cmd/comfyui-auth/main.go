@@ -1,0 +1,104 @@
+// Command comfyui-auth is the authenticating gateway in front of ComfyUI:
+// `comfyui-auth serve` runs it, `comfyui-auth healthcheck` probes it for
+// Docker's HEALTHCHECK.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/server"
+	"github.com/rs/zerolog"
+	"golang.org/x/term"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `comfyui-auth: an authenticating gateway in front of ComfyUI
+
+Usage:
+  comfyui-auth serve [flags]         run the gateway (see serve --help)
+  comfyui-auth healthcheck [--url U] exit 0 when the gateway is ready, 1 otherwise
+  comfyui-auth entrypoint            container entrypoint: run ComfyUI on loopback and the gateway
+  comfyui-auth version               print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit code: 0 success, 1 a
+// failure or negative finding, 2 a usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return runServe(args[1:], stderr)
+	case "healthcheck":
+		return runHealthcheck(args[1:], stdout, stderr)
+	case "entrypoint":
+		return runEntrypoint(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "comfyui-auth", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "comfyui-auth: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func runServe(args []string, stderr io.Writer) int {
+	cfg, err := loadServeConfig(args, os.LookupEnv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "comfyui-auth serve: %v\n", err)
+		return 2
+	}
+	logger := newLogger(stderr)
+	if !cfg.AuthEnabled {
+		logger.Warn().Msg("AUTHENTICATION IS OFF (COMFYUI_LOGIN_ENABLED=false): anyone who reaches this port controls ComfyUI")
+	}
+	srv, err := server.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "comfyui-auth serve: %v\n", err)
+		return 1
+	}
+	ln, err := srv.Listen()
+	if err != nil {
+		fmt.Fprintf(stderr, "comfyui-auth serve: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Serve(ctx, ln); err != nil {
+		logger.Error().Err(err).Msg("gateway stopped")
+		return 1
+	}
+	return 0
+}
+
+// newLogger writes JSON, or a readable console format when stderr is a
+// terminal (a person running it by hand).
+func newLogger(w io.Writer) zerolog.Logger {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).With().Timestamp().Logger()
+}

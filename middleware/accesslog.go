@@ -1,0 +1,113 @@
+package middleware
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// AccessLog writes one event per request: method, path (never the query,
+// which may carry ?token=), status, bytes, duration, client address, how the
+// request was authenticated and a request id. The id is taken from a sane
+// client X-Request-Id or generated, and echoed in the response.
+func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			info := &Info{ID: requestID(r.Header.Get("X-Request-Id")), Method: MethodNone}
+			w.Header().Set("X-Request-Id", info.ID)
+			rec := &recorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r.WithContext(WithInfo(r.Context(), info)))
+
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			ev := logger.Info()
+			if status >= 500 {
+				ev = logger.Warn()
+			}
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			ev = ev.Str("method", r.Method).
+				Str("path", r.URL.EscapedPath()).
+				Int("status", status).
+				Int64("bytes", rec.bytes).
+				Dur("duration", time.Since(start)).
+				Str("client", host).
+				Str("auth", string(info.Method)).
+				Str("request_id", info.ID)
+			if info.Reason != "" {
+				ev = ev.Str("reason", info.Reason)
+			}
+			ev.Msg("request")
+		})
+	}
+}
+
+// requestID keeps a client's id when it is short and plain (so it can be
+// correlated with the client's own logs without letting it inject anything
+// into ours), and makes a random one otherwise.
+func requestID(client string) string {
+	if n := len(client); n > 0 && n <= 64 {
+		ok := true
+		for i := 0; i < n && ok; i++ {
+			c := client[i]
+			ok = c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		}
+		if ok {
+			return client
+		}
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// recorder captures status and size. Unwrap lets http.ResponseController
+// (and so ReverseProxy) reach Flush and Hijack on the real writer, which
+// streaming downloads and websocket upgrades need.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 || r.status < 200 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+// Hijack hands the connection to a websocket upgrade; the log then reports
+// 101, the status the client saw.
+func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return conn, brw, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -1,0 +1,186 @@
+package middleware
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/comfyui-auth/comfyui-auth/hashstore"
+	"github.com/rs/zerolog"
+)
+
+// HashMatcher compares a presented token with the loaded hash strings in
+// constant time (ComfyUI-Login's "the hash is the token" compatibility).
+type HashMatcher interface {
+	MatchHash(token string) (line int, gen uint64, ok bool)
+}
+
+// RawVerifier checks a raw token with bcrypt through the bounded pool.
+type RawVerifier interface {
+	Verify(ctx context.Context, token string) hashstore.Result
+}
+
+// SessionAuthenticator recognises a browser session (the login issue). A nil
+// one means there are no sessions.
+type SessionAuthenticator interface {
+	// Authenticate returns the method (session or guest) and true when the
+	// request carries a valid session.
+	Authenticate(r *http.Request) (Method, bool)
+}
+
+// AuthOptions configures Auth.
+type AuthOptions struct {
+	Hashes   HashMatcher
+	Verifier RawVerifier
+	// AcceptHashToken lets the hash string itself in as a token.
+	AcceptHashToken bool
+	// Sessions, when set, is consulted after tokens.
+	Sessions SessionAuthenticator
+	// PublicPaths are exact raw paths that skip auth (login, logout).
+	PublicPaths map[string]bool
+	// LoginPath is where browsers without credentials are sent; empty means
+	// browsers get the JSON 401 like everyone else.
+	LoginPath string
+	Logger    zerolog.Logger
+}
+
+// Auth decides, for every request, whether it may reach ComfyUI:
+//  1. public paths pass (health, login, static assets by GET/HEAD);
+//  2. a token from `Authorization: Bearer <t>` or `?token=<t>` is compared
+//     with the loaded hashes in constant time, then, if it is not a hash,
+//     verified as a raw token through the bounded bcrypt pool;
+//  3. a browser session, when sessions are configured;
+//  4. otherwise: 401 for websocket upgrades, 302 to the login page for
+//     browsers, 401 JSON with `WWW-Authenticate: Bearer` for everyone else.
+//
+// A malformed Authorization header is never an error page: it is reported in
+// the 401's reason. A non-Bearer scheme (a Basic header added by a proxy in
+// front) does not block a session or `?token=` credential.
+func Auth(opts AuthOptions) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			info := InfoFrom(r)
+			if IsPublic(r, opts.PublicPaths) {
+				info.Method = MethodPublic
+				next.ServeHTTP(w, r)
+				return
+			}
+			token, headerProblem := tokenFrom(r)
+			if token != "" {
+				if opts.AcceptHashToken {
+					if _, gen, ok := opts.Hashes.MatchHash(token); ok {
+						info.Method, info.Generation = MethodHashToken, gen
+						next.ServeHTTP(w, r)
+						return
+					}
+				}
+				res := opts.Verifier.Verify(r.Context(), token)
+				switch res.Outcome {
+				case hashstore.Match:
+					info.Method, info.Generation = MethodRawToken, res.Generation
+					next.ServeHTTP(w, r)
+					return
+				case hashstore.Busy:
+					info.Reason = "bcrypt pool busy"
+					w.Header().Set("Retry-After", "1")
+					WriteJSON(w, http.StatusServiceUnavailable, map[string]string{
+						"error":  "Server busy verifying credentials; retry shortly.",
+						"reason": "too many token checks are waiting; this token has not been checked yet",
+					})
+					return
+				case hashstore.TooLong:
+					refuse(w, r, opts, "token is longer than 72 bytes, the most bcrypt can check")
+					return
+				case hashstore.NoCredentials:
+					refuse(w, r, opts, "the server has no valid credential loaded, so it refuses every token")
+					return
+				default:
+					refuse(w, r, opts, "token matches no configured credential")
+					return
+				}
+			}
+			if opts.Sessions != nil {
+				if m, ok := opts.Sessions.Authenticate(r); ok {
+					info.Method = m
+					next.ServeHTTP(w, r)
+					return
+				}
+			}
+			if headerProblem != "" {
+				refuse(w, r, opts, headerProblem)
+				return
+			}
+			refuse(w, r, opts, "no credentials: send `Authorization: Bearer <token>` or log in")
+		})
+	}
+}
+
+// tokenFrom returns the presented token: the Bearer header first, then the
+// `token` query parameter (websockets and <img src> cannot set headers). An
+// empty token counts as none, so an empty `?token=` never matches anything.
+func tokenFrom(r *http.Request) (token, problem string) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, rest, _ := strings.Cut(h, " ")
+		rest = strings.TrimSpace(rest)
+		switch {
+		case !strings.EqualFold(scheme, "Bearer"):
+			problem = "Authorization header is not `Bearer <token>`"
+		case rest == "":
+			problem = "Authorization header has `Bearer` but no token"
+		case strings.ContainsAny(rest, " \t"):
+			problem = "Authorization header has more than two words; expected `Bearer <token>`"
+		default:
+			return rest, ""
+		}
+	}
+	if r.URL.RawQuery != "" && strings.Contains(r.URL.RawQuery, "token=") {
+		if t := r.URL.Query().Get("token"); t != "" {
+			return t, problem
+		}
+	}
+	return "", problem
+}
+
+// IsWebSocket reports whether r asks for a websocket upgrade.
+func IsWebSocket(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		headerHasToken(r.Header.Get("Connection"), "upgrade")
+}
+
+func headerHasToken(v, token string) bool {
+	for _, part := range strings.Split(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(part), token) {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers an unauthenticated request in the form its client can use:
+// a websocket handshake gets 401 (client libraries report a redirect as a
+// confusing "HTTP 200" rejection), a browser page load goes to the login
+// page, and API clients get ComfyUI-Login's JSON body plus a reason.
+func refuse(w http.ResponseWriter, r *http.Request, opts AuthOptions, reason string) {
+	info := InfoFrom(r)
+	info.Method = MethodNone
+	info.Reason = reason
+	if opts.LoginPath != "" && !IsWebSocket(r) && strings.Contains(r.Header.Get("Accept"), "text/html") &&
+		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		http.Redirect(w, r, opts.LoginPath, http.StatusFound)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="comfyui"`)
+	WriteJSON(w, http.StatusUnauthorized, map[string]string{
+		"error":  "Authentication required.",
+		"reason": reason,
+	})
+}
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,52 @@
+// Package middleware holds the http.Handler wrappers between the public port
+// and the proxy: the access log, the auth decision, and the checks that go
+// with it. Each wrapper has one constructor shaped
+// func(next http.Handler) http.Handler.
+package middleware
+
+import (
+	"context"
+	"net/http"
+)
+
+// Method says how a request was let in; it goes to the access log and metrics.
+type Method string
+
+// The ways a request can be let in, or not.
+const (
+	MethodNone      Method = "none"
+	MethodPublic    Method = "public"
+	MethodDisabled  Method = "disabled"
+	MethodHashToken Method = "hash-token"
+	MethodRawToken  Method = "raw-token"
+	MethodSession   Method = "session"
+	MethodGuest     Method = "guest"
+)
+
+// Info is per-request state shared by the access log (which creates it) and
+// the handlers inside it (which fill it). One pointer per request, so the
+// auth decision does not have to rebuild the request to report itself.
+type Info struct {
+	ID     string
+	Method Method
+	// Reason is why a request was refused, for the log (never a secret).
+	Reason string
+	// Generation is the credential generation that admitted the request.
+	Generation uint64
+}
+
+type infoKey struct{}
+
+// WithInfo returns a context carrying info.
+func WithInfo(ctx context.Context, info *Info) context.Context {
+	return context.WithValue(ctx, infoKey{}, info)
+}
+
+// InfoFrom returns the request's Info. A request that did not pass through
+// AccessLog gets a throwaway one, so callers never check for nil.
+func InfoFrom(r *http.Request) *Info {
+	if info, ok := r.Context().Value(infoKey{}).(*Info); ok {
+		return info
+	}
+	return &Info{}
+}

@@ -1,0 +1,136 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"runtime"
+	"time"
+)
+
+// Config is everything the gateway needs to run. cmd/comfyui-auth fills it
+// from flags and environment variables; the README's configuration table
+// lists the same names and defaults.
+type Config struct {
+	// Listen is the public address (flag --listen, env COMFYUI_AUTH_LISTEN).
+	Listen string
+	// Upstream is ComfyUI's base URL on loopback (--upstream,
+	// COMFYUI_AUTH_UPSTREAM).
+	Upstream string
+	// HashFile is the bcrypt credential file to load and watch (--hash-file,
+	// COMFYUI_AUTH_TOKEN_FILE).
+	HashFile string
+	// AuthEnabled false turns the gateway into a plain proxy
+	// (COMFYUI_LOGIN_ENABLED=false).
+	AuthEnabled bool
+	// AcceptHashToken accepts the bcrypt hash string itself as a bearer
+	// token, as ComfyUI-Login does (--accept-hash-token,
+	// COMFYUI_AUTH_ACCEPT_HASH_TOKEN).
+	AcceptHashToken bool
+	// BcryptWorkers bounds concurrent bcrypt comparisons (--bcrypt-workers,
+	// COMFYUI_AUTH_BCRYPT_WORKERS).
+	BcryptWorkers int
+	// BcryptQueue bounds how many verifications may wait for a worker
+	// (--bcrypt-queue, COMFYUI_AUTH_BCRYPT_QUEUE).
+	BcryptQueue int
+	// BcryptMaxWait bounds how long a verification waits for a worker
+	// before the client gets 503 (--bcrypt-max-wait,
+	// COMFYUI_AUTH_BCRYPT_MAX_WAIT).
+	BcryptMaxWait time.Duration
+	// PollInterval is how often the hash file is re-read besides fsnotify
+	// events (--poll-interval, COMFYUI_AUTH_POLL_INTERVAL).
+	PollInterval time.Duration
+	// Username is the display name used when the hash file has none
+	// (COMFYUI_USERNAME).
+	Username string
+	// Password is a raw password hashed in memory when the hash file does
+	// not exist (COMFYUI_PASSWORD).
+	Password string
+	// ServerToken is the raw token the deployment gives the server
+	// (COMFYUI_AUTH_TOKEN or QWEN_API_TOKEN); it is only checked against the
+	// hash at start, to catch a desynchronised pair early.
+	ServerToken string
+	// ServerTokenVar names the variable ServerToken came from, for messages.
+	ServerTokenVar string
+	// UpstreamTimeout bounds the wait for ComfyUI's response headers before
+	// the client gets 504 (--upstream-timeout, COMFYUI_AUTH_UPSTREAM_TIMEOUT).
+	UpstreamTimeout time.Duration
+	// ReadHeaderTimeout guards against slow-header clients (slowloris)
+	// without cutting slow uploads or idle websockets
+	// (--read-header-timeout, COMFYUI_AUTH_READ_HEADER_TIMEOUT).
+	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes caps request header size (--max-header-bytes,
+	// COMFYUI_AUTH_MAX_HEADER_BYTES).
+	MaxHeaderBytes int
+	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM
+	// (--shutdown-timeout, COMFYUI_AUTH_SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults documented in the README.
+func DefaultConfig() Config {
+	return Config{
+		Listen:            "0.0.0.0:8188",
+		Upstream:          "http://127.0.0.1:8189",
+		HashFile:          "/workspace/ComfyUI/.secrets/qwen-api-user.token",
+		AuthEnabled:       true,
+		AcceptHashToken:   true,
+		BcryptWorkers:     max(1, runtime.NumCPU()/2),
+		BcryptQueue:       64,
+		BcryptMaxWait:     2 * time.Second,
+		PollInterval:      2 * time.Second,
+		UpstreamTimeout:   120 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ShutdownTimeout:   10 * time.Second,
+	}
+}
+
+// Validate checks the values a person may get wrong and says what to fix.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q is not host:port (for example 0.0.0.0:8188): %v", c.Listen, err)
+	}
+	if _, err := parseUpstream(c.Upstream); err != nil {
+		return err
+	}
+	if c.AuthEnabled && c.HashFile == "" && c.Password == "" {
+		return fmt.Errorf("no credential source: set --hash-file (COMFYUI_AUTH_TOKEN_FILE) or COMFYUI_PASSWORD, or COMFYUI_LOGIN_ENABLED=false to run without authentication")
+	}
+	if c.BcryptWorkers < 1 {
+		return fmt.Errorf("bcrypt workers must be at least 1, got %d", c.BcryptWorkers)
+	}
+	if c.BcryptQueue < 0 {
+		return fmt.Errorf("bcrypt queue must not be negative, got %d", c.BcryptQueue)
+	}
+	for name, d := range map[string]time.Duration{
+		"bcrypt max wait": c.BcryptMaxWait, "upstream timeout": c.UpstreamTimeout,
+		"read header timeout": c.ReadHeaderTimeout, "shutdown timeout": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive, got %s", name, d)
+		}
+	}
+	if c.MaxHeaderBytes < 4096 {
+		return fmt.Errorf("max header bytes must be at least 4096, got %d", c.MaxHeaderBytes)
+	}
+	return nil
+}
+
+func parseUpstream(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %q is not a URL: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("upstream %q must start with http:// or https:// (ComfyUI listens on http://127.0.0.1:8189 inside the image)", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("upstream %q has no host", s)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return nil, fmt.Errorf("upstream %q must be a bare origin such as http://127.0.0.1:8189, without path or query", s)
+	}
+	u.Path = ""
+	return u, nil
+}

@@ -1,0 +1,254 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/middleware"
+	"github.com/rs/zerolog"
+)
+
+// proxyOptions configures newProxy.
+type proxyOptions struct {
+	upstream *url.URL
+	// stripCookies are the gateway's own cookie names, never forwarded.
+	stripCookies []string
+	// headerTimeout bounds the wait for ComfyUI's response headers.
+	headerTimeout time.Duration
+	logger        zerolog.Logger
+}
+
+// newProxy returns the reverse proxy to ComfyUI.
+//
+// On the way to ComfyUI it removes what belongs to the gateway or must not
+// be trusted from a client:
+//   - the Authorization header (our credential, or a proxy's in front);
+//   - the `token` query parameter, keeping every other parameter byte for byte;
+//   - the gateway's session cookie, keeping the client's other cookies;
+//   - any client Comfy-User header, which ComfyUI's --multi-user mode trusts
+//     blindly.
+//
+// It sets X-Forwarded-For/-Host/-Proto, keeps the raw escaped path (ComfyUI
+// file names carry %2F), and sends Host as the upstream's. ComfyUI's
+// loopback origin check compares Host with Origin, so an Origin that matches
+// the host the client addressed is rewritten to the upstream origin; any
+// other Origin is left for ComfyUI to refuse, exactly as it would without
+// the gateway.
+//
+// Bodies stream both ways (uploads, /view downloads, websockets): nothing is
+// buffered beyond the copy buffer.
+func newProxy(o proxyOptions) *httputil.ReverseProxy {
+	upstreamOrigin := o.upstream.Scheme + "://" + o.upstream.Host
+	transport := &http.Transport{
+		Proxy: nil,
+		DialContext: (&net.Dialer{
+			Timeout:   5 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: o.headerTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+	loginWarn := &onceEvery{every: time.Minute}
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(o.upstream)
+			pr.SetXForwarded()
+			out := pr.Out
+			out.Header.Del("Authorization")
+			out.Header.Del("Comfy-User")
+			if q := stripQueryParam(out.URL.RawQuery, "token"); q != out.URL.RawQuery {
+				out.URL.RawQuery = q
+			}
+			stripCookies(out.Header, o.stripCookies)
+			if origin := out.Header.Get("Origin"); origin != "" && originMatchesHost(origin, pr.In.Host) {
+				out.Header.Set("Origin", upstreamOrigin)
+			}
+		},
+		Transport:     transport,
+		BufferPool:    bufferPool{},
+		ErrorLog:      nil,
+		ErrorHandler:  proxyErrorHandler(o.logger),
+		FlushInterval: 0,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusUnauthorized {
+				detectComfyUILogin(resp, o.logger, loginWarn)
+			}
+			return nil
+		},
+	}
+}
+
+// stripQueryParam removes every `name=` pair from a raw query, leaving the
+// other pairs exactly as the client encoded them.
+func stripQueryParam(raw, name string) string {
+	if raw == "" || !strings.Contains(raw, name) {
+		return raw
+	}
+	parts := strings.Split(raw, "&")
+	kept := parts[:0]
+	for _, p := range parts {
+		key, _, _ := strings.Cut(p, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == name || key == name {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return strings.Join(kept, "&")
+}
+
+// stripCookies removes the named cookies from the Cookie header(s).
+func stripCookies(h http.Header, names []string) {
+	if len(names) == 0 || len(h["Cookie"]) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range h["Cookie"] {
+		for _, c := range strings.Split(line, ";") {
+			c = strings.TrimSpace(c)
+			if c == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(c, "=")
+			drop := false
+			for _, n := range names {
+				if name == n {
+					drop = true
+					break
+				}
+			}
+			if !drop {
+				kept = append(kept, c)
+			}
+		}
+	}
+	h.Del("Cookie")
+	if len(kept) > 0 {
+		h.Set("Cookie", strings.Join(kept, "; "))
+	}
+}
+
+// originMatchesHost reports whether an Origin header names the same
+// host:port the client sent in Host (ComfyUI's own comparison).
+func originMatchesHost(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return strings.EqualFold(u.Host, host) ||
+		strings.EqualFold(withDefaultPort(u.Host, u.Scheme), withDefaultPort(host, u.Scheme))
+}
+
+func withDefaultPort(host, scheme string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	port := "80"
+	if scheme == "https" || scheme == "wss" {
+		port = "443"
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+// proxyErrorHandler answers when ComfyUI cannot be reached or does not
+// answer in time: 502 (or 504 on timeout) with a JSON reason for API
+// clients and a small page for browsers.
+func proxyErrorHandler(logger zerolog.Logger) func(http.ResponseWriter, *http.Request, error) {
+	return func(w http.ResponseWriter, r *http.Request, err error) {
+		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+			// The client went away; nobody is left to answer.
+			middleware.InfoFrom(r).Reason = "client closed the request"
+			w.WriteHeader(499)
+			return
+		}
+		status := http.StatusBadGateway
+		reason := "ComfyUI is not reachable yet; it may still be starting."
+		var netErr net.Error
+		switch {
+		case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
+			status = http.StatusGatewayTimeout
+			reason = "ComfyUI did not answer in time."
+		case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+			reason = "ComfyUI closed the connection before answering."
+		}
+		middleware.InfoFrom(r).Reason = "upstream: " + err.Error()
+		logger.Warn().Err(err).Str("path", r.URL.EscapedPath()).Int("status", status).Msg("upstream error")
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, upstreamDownPage(reason))
+			return
+		}
+		w.Header().Set("Retry-After", "5")
+		middleware.WriteJSON(w, status, map[string]string{"error": reason})
+	}
+}
+
+func upstreamDownPage(reason string) string {
+	return `<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="5"><title>ComfyUI is not reachable</title>
+<style>body{background:#202020;color:#ddd;font-family:system-ui,sans-serif;display:flex;min-height:100vh;align-items:center;justify-content:center;margin:0}main{max-width:32em;padding:2em}</style>
+</head><body><main><h1>ComfyUI is not reachable yet</h1><p>` + reason +
+		` This page retries every 5 seconds.</p></main></body></html>`
+}
+
+// detectComfyUILogin spots ComfyUI-Login still installed inside ComfyUI: it
+// answers 401 with its own JSON body to requests the gateway already let in.
+func detectComfyUILogin(resp *http.Response, logger zerolog.Logger, once *onceEvery) {
+	if resp.Body == nil {
+		return
+	}
+	head := make([]byte, 256)
+	n, _ := io.ReadFull(resp.Body, head)
+	head = head[:n]
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	if bytes.Contains(head, []byte("Authentication required")) && once.allow() {
+		logger.Error().Msg("ComfyUI itself answered 401 to a request the gateway had already authenticated: " +
+			"the ComfyUI-Login custom node is still installed and double-authenticates. " +
+			"Remove custom_nodes/ComfyUI-Login (and its login/PASSWORD setup) from the ComfyUI install; the gateway replaces it")
+	}
+}
+
+// onceEvery lets an event through at most once per interval, so a
+// misconfiguration is reported without flooding the log.
+type onceEvery struct {
+	mu    sync.Mutex
+	last  time.Time
+	every time.Duration
+}
+
+func (o *onceEvery) allow() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if now := time.Now(); o.last.IsZero() || now.Sub(o.last) >= o.every {
+		o.last = now
+		return true
+	}
+	return false
+}
+
+// bufferPool recycles the proxy's 32 KiB copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

@@ -1,0 +1,220 @@
+// Package server is the HTTP side of the gateway: the router, the reverse
+// proxy to ComfyUI, the health endpoints, and the wiring of the credential
+// store and the auth middleware. cmd/comfyui-auth builds a Config and calls
+// New and Run.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/hashstore"
+	"github.com/comfyui-auth/comfyui-auth/middleware"
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Server is one gateway instance.
+type Server struct {
+	cfg      Config
+	upstream *url.URL
+	logger   zerolog.Logger
+	store    *hashstore.Store // nil when authentication is disabled
+	verifier *hashstore.Verifier
+	probe    *upstreamProbe
+	handler  http.Handler
+
+	// wsCtx is cancelled at shutdown to close proxied websockets, which
+	// http.Server.Shutdown does not track once hijacked.
+	wsCtx    context.Context
+	wsCancel context.CancelFunc
+	wsOpen   sync.WaitGroup
+	wsCount  atomic.Int64
+}
+
+// New validates cfg, loads the credentials and builds the handler. It does
+// not listen yet.
+func New(cfg Config, logger zerolog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	upstream, _ := parseUpstream(cfg.Upstream)
+	s := &Server{cfg: cfg, upstream: upstream, logger: logger, probe: newUpstreamProbe(upstream)}
+	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
+
+	if cfg.AuthEnabled {
+		var fallback *hashstore.Credentials
+		if cfg.Password != "" {
+			// Hashing at cost 10 in memory: the hash never leaves the
+			// process, so the cost only has to slow an offline attacker who
+			// could read memory, and start-up stays fast.
+			h, err := bcrypt.GenerateFromPassword([]byte(cfg.Password), 10)
+			if err != nil {
+				return nil, fmt.Errorf("COMFYUI_PASSWORD cannot be hashed: %w", err)
+			}
+			fallback = &hashstore.Credentials{Hashes: []string{string(h)}, Username: cfg.Username}
+		}
+		store, err := hashstore.NewStore(hashstore.StoreOptions{
+			Path:         cfg.HashFile,
+			PollInterval: cfg.PollInterval,
+			Fallback:     fallback,
+			Logger:       logger.With().Str("component", "hashstore").Logger(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.store = store
+		s.verifier = hashstore.NewVerifier(store, hashstore.VerifierOptions{
+			Workers:  cfg.BcryptWorkers,
+			QueueLen: cfg.BcryptQueue,
+			MaxWait:  cfg.BcryptMaxWait,
+		})
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// sessionCookieNames are the gateway's own cookies, stripped before proxying.
+var sessionCookieNames = []string{"comfyui_auth_session"}
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.AccessLog(s.logger))
+	r.Get("/healthz", handleHealthz)
+	r.Head("/healthz", handleHealthz)
+	r.Get("/readyz", s.handleReadyz)
+	r.Head("/readyz", s.handleReadyz)
+
+	proxy := newProxy(proxyOptions{
+		upstream:      s.upstream,
+		stripCookies:  sessionCookieNames,
+		headerTimeout: s.cfg.UpstreamTimeout,
+		logger:        s.logger.With().Str("component", "proxy").Logger(),
+	})
+	r.Group(func(r chi.Router) {
+		if s.store != nil {
+			r.Use(middleware.Auth(middleware.AuthOptions{
+				Hashes:          s.store,
+				Verifier:        s.verifier,
+				AcceptHashToken: s.cfg.AcceptHashToken,
+				PublicPaths:     map[string]bool{"/login": true, "/logout": true},
+				LoginPath:       "/login",
+				Logger:          s.logger,
+			}))
+		} else {
+			r.Use(markDisabled)
+		}
+		r.Use(s.trackWebsockets)
+		r.Handle("/*", proxy)
+	})
+	return r
+}
+
+func markDisabled(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		middleware.InfoFrom(r).Method = middleware.MethodDisabled
+		next.ServeHTTP(w, r)
+	})
+}
+
+// trackWebsockets ties each proxied websocket to the server's lifetime so
+// shutdown can close them, and counts them.
+func (s *Server) trackWebsockets(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !middleware.IsWebSocket(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.wsOpen.Add(1)
+		s.wsCount.Add(1)
+		defer func() { s.wsCount.Add(-1); s.wsOpen.Done() }()
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		stop := context.AfterFunc(s.wsCtx, cancel)
+		defer stop()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// Handler returns the gateway's root handler (for tests and benchmarks).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Store returns the credential store, nil when authentication is disabled.
+func (s *Server) Store() *hashstore.Store { return s.store }
+
+// Verifier returns the bcrypt verifier, nil when authentication is disabled.
+func (s *Server) Verifier() *hashstore.Verifier { return s.verifier }
+
+// OpenWebsockets is the number of websockets being proxied now.
+func (s *Server) OpenWebsockets() int64 { return s.wsCount.Load() }
+
+// Listen opens the public listener, with a sentence a person can act on
+// when the port is taken.
+func (s *Server) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w (is another ComfyUI or gateway already using the port? set --listen / COMFYUI_AUTH_LISTEN)", s.cfg.Listen, err)
+	}
+	return ln, nil
+}
+
+// Serve runs the gateway on ln until ctx is done, then stops accepting,
+// closes websockets, drains in-flight requests within cfg.ShutdownTimeout
+// and returns nil.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	storeCtx, stopStore := context.WithCancel(context.Background())
+	defer stopStore()
+	if s.store != nil {
+		go func() { _ = s.store.Run(storeCtx) }()
+		s.checkServerToken()
+	}
+	if s.verifier != nil {
+		defer s.verifier.Close()
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		// No ReadTimeout/WriteTimeout: they would cut slow uploads, long
+		// /view downloads and idle websockets. IdleTimeout only closes
+		// keep-alive connections between requests.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    nil,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.logger.Info().Str("listen", ln.Addr().String()).Str("upstream", s.upstream.String()).
+		Bool("auth", s.store != nil).Msg("gateway listening")
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.logger.Info().Dur("timeout", s.cfg.ShutdownTimeout).Int64("websockets", s.wsCount.Load()).
+		Msg("shutting down: no new connections, draining in-flight requests")
+	drainCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.wsCancel()
+	err := srv.Shutdown(drainCtx)
+	wsDone := make(chan struct{})
+	go func() { s.wsOpen.Wait(); close(wsDone) }()
+	select {
+	case <-wsDone:
+	case <-drainCtx.Done():
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.logger.Warn().Err(err).Msg("drain bound reached; closing the remaining connections")
+		_ = srv.Close()
+	}
+	s.logger.Info().Msg("stopped")
+	return nil
+}
