@@ -75,6 +75,12 @@ type Store struct {
 	lastKey    string // content key of the newest state acted on
 	lastLogged string // newest problem logged, to log each problem once
 	mountPoint bool
+
+	// Test hooks, set before Run: onSettle runs when a failed read is about
+	// to be re-read, afterCheck after every check, noWatch turns fsnotify off.
+	onSettle   func()
+	afterCheck func()
+	noWatch    bool
 }
 
 // NewStore loads the file once. A missing or invalid file is not an error
@@ -202,6 +208,9 @@ func (s *Store) check(ctx context.Context, settled bool) {
 	}
 	if perr != nil {
 		if !settled {
+			if s.onSettle != nil {
+				s.onSettle()
+			}
 			t := time.NewTimer(s.opts.SettleDelay)
 			defer t.Stop()
 			select {

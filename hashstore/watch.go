@@ -33,13 +33,15 @@ func (s *Store) Run(ctx context.Context) error {
 		errs   <-chan error
 		ws     = &watchSet{path: s.path, watched: map[string]os.FileInfo{}}
 	)
-	if w, err := fsnotify.NewWatcher(); err != nil {
-		s.log.Warn().Err(err).Dur("poll_interval", s.opts.PollInterval).
-			Msg("file events unavailable; credential changes are seen by polling only")
-	} else {
-		defer w.Close()
-		ws.fsw = w
-		events, errs = w.Events, w.Errors
+	if !s.noWatch { // tests turn events off to prove polling alone works
+		if w, err := fsnotify.NewWatcher(); err != nil {
+			s.log.Warn().Err(err).Dur("poll_interval", s.opts.PollInterval).
+				Msg("file events unavailable; credential changes are seen by polling only")
+		} else {
+			defer w.Close()
+			ws.fsw = w
+			events, errs = w.Events, w.Errors
+		}
 	}
 	ws.reconcile()
 
@@ -54,7 +56,7 @@ func (s *Store) Run(ctx context.Context) error {
 	defer debounce.Stop()
 
 	// The file may have changed between NewStore and Run.
-	s.check(ctx, false)
+	s.runCheck(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -80,10 +82,10 @@ func (s *Store) Run(ctx context.Context) error {
 			debounce.Reset(s.opts.Debounce)
 		case <-debounce.C:
 			ws.reconcile()
-			s.check(ctx, false)
+			s.runCheck(ctx)
 		case <-poll:
 			ws.reconcile()
-			s.check(ctx, false)
+			s.runCheck(ctx)
 		}
 	}
 }
@@ -134,5 +136,12 @@ func (ws *watchSet) reconcile() {
 		if err := ws.fsw.Add(p); err == nil {
 			ws.watched[p] = fi
 		}
+	}
+}
+
+func (s *Store) runCheck(ctx context.Context) {
+	s.check(ctx, false)
+	if s.afterCheck != nil {
+		s.afterCheck()
 	}
 }
