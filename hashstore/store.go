@@ -281,16 +281,12 @@ func (s *Store) install(creds Credentials, key, source string) {
 		snap.Fingerprints = append(snap.Fingerprints, Fingerprint(h))
 		l.digests = append(l.digests, sha256.Sum256([]byte(h)))
 	}
-	s.cur.Store(l)
-
 	s.mu.Lock()
 	s.problem = nil
-	old := s.changed
-	s.changed = make(chan struct{})
 	s.mu.Unlock()
-	close(old)
-	s.lastLogged = ""
+	s.cur.Store(l)
 
+	s.lastLogged = ""
 	ev := s.log.Info().Str("source", source).Uint64("generation", gen).
 		Int("hashes", len(creds.Hashes)).Strs("fingerprints", snap.Fingerprints).
 		Bool("username", creds.Username != "")
@@ -302,6 +298,14 @@ func (s *Store) install(creds Credentials, key, source string) {
 	for _, w := range creds.Warnings {
 		s.log.Warn().Str("source", source).Msg(w)
 	}
+
+	// Wake waiters last, so that whoever reacts to Changed finds the new
+	// snapshot, a cleared problem and the log line already written.
+	s.mu.Lock()
+	old := s.changed
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	close(old)
 }
 
 // Snapshot returns the credentials in force, or nil when none was ever loaded.
