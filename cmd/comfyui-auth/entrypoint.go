@@ -1,0 +1,633 @@
+package main
+
+// The entrypoint subcommand is the container's PID 1. It runs ComfyUI on a
+// loopback-only internal port and the gateway on the public port, forwards
+// stop signals to both, reaps orphaned processes, and exits when either child
+// dies so that Docker's restart policy applies to the pair.
+//
+// It is written in Go rather than shell so that it works unchanged on any base
+// image (python:3.11 ships neither tini nor dumb-init) and so that signal
+// forwarding and zombie reaping are done by one loop that can be tested.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults match the comfyui-qwen deployment the image drops into.
+const (
+	defaultComfyDir     = "/workspace/ComfyUI"
+	defaultInternalPort = 8189
+	defaultStopTimeout  = 8 * time.Second
+	// defaultComfyCommand is the deployment's command with --listen moved to
+	// loopback and --port to the internal port (substituted at run time).
+	defaultComfyCommand = "venv/bin/python3 main.py --listen 127.0.0.1 --port %d --preview-method auto --use-split-cross-attention"
+)
+
+// comfySecretEnv lists variables that only the gateway needs. They are removed
+// from ComfyUI's environment: custom nodes run arbitrary Python and have no
+// business reading the API token or the session key.
+var comfySecretEnv = []string{
+	"COMFYUI_AUTH_TOKEN",
+	"QWEN_API_TOKEN",
+	"COMFYUI_PASSWORD",
+	"SECRET_KEY",
+}
+
+// entrypointConfig is everything the supervisor needs; entrypointConfigFrom
+// fills it from the environment and the command line.
+type entrypointConfig struct {
+	// ComfyDir is ComfyUI's working directory (COMFYUI_DIR).
+	ComfyDir string
+	// InternalPort is the loopback port ComfyUI listens on
+	// (COMFYUI_INTERNAL_PORT).
+	InternalPort int
+	// ComfyCommand is ComfyUI's argv: the entrypoint's arguments, else
+	// COMFYUI_COMMAND, else the deployment's command.
+	ComfyCommand []string
+	// ComfyEnv is ComfyUI's environment (the entrypoint's, minus secrets).
+	ComfyEnv []string
+	// GatewayCommand is the gateway's argv; Path is argv[0] unless GatewayPath
+	// is set.
+	GatewayCommand []string
+	// GatewayPath is the executable to run for the gateway (/proc/self/exe).
+	GatewayPath string
+	// GatewayEnv is the gateway's environment (the entrypoint's, with the
+	// upstream pointed at ComfyUI's internal port).
+	GatewayEnv []string
+	// StopTimeout bounds how long children get between SIGTERM and SIGKILL
+	// (COMFYUI_STOP_TIMEOUT).
+	StopTimeout time.Duration
+	// ReapAll makes the supervisor reap every child process, not just its
+	// own two. Only PID 1 inherits orphans, so only PID 1 needs it; doing it
+	// elsewhere would steal exit statuses from the rest of the process.
+	ReapAll bool
+}
+
+func entrypointUsage(w io.Writer) {
+	fmt.Fprintf(w, `usage: comfyui-auth entrypoint [--] [COMFYUI COMMAND...]
+
+Runs ComfyUI on 127.0.0.1:$COMFYUI_INTERNAL_PORT (default %d) and the gateway
+("comfyui-auth serve") in front of it, as the container's PID 1.
+
+ComfyUI's command is, in order: the arguments after "entrypoint", then
+$COMFYUI_COMMAND, then
+  %s
+It runs in $COMFYUI_DIR (default %s). A --listen that is not loopback is
+rewritten to 127.0.0.1 and --port to the internal port.
+
+SIGTERM and SIGINT are forwarded to both; after $COMFYUI_STOP_TIMEOUT
+(default %s) the rest is killed. If ComfyUI exits, the entrypoint exits with
+its status; if the gateway exits, ComfyUI is stopped and the exit is non-zero.
+`, defaultInternalPort, fmt.Sprintf(defaultComfyCommand, defaultInternalPort), defaultComfyDir, defaultStopTimeout)
+}
+
+// runEntrypoint is the "entrypoint" subcommand.
+func runEntrypoint(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+		entrypointUsage(stdout)
+		return 0
+	}
+	cfg, err := entrypointConfigFrom(args, os.Environ())
+	if err != nil {
+		fmt.Fprintf(stderr, "entrypoint: %v\n", err)
+		return 2
+	}
+	cfg.ReapAll = os.Getpid() == 1
+	return superviseEntrypoint(cfg, stdout, stderr)
+}
+
+// entrypointConfigFrom reads the configuration from args and environ.
+func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, error) {
+	env := envMap(environ)
+	cfg := entrypointConfig{
+		ComfyDir:     defaultComfyDir,
+		InternalPort: defaultInternalPort,
+		StopTimeout:  defaultStopTimeout,
+		GatewayPath:  "/proc/self/exe",
+	}
+	if v := env["COMFYUI_DIR"]; v != "" {
+		cfg.ComfyDir = v
+	}
+	if v := env["COMFYUI_INTERNAL_PORT"]; v != "" {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return cfg, fmt.Errorf("COMFYUI_INTERNAL_PORT=%q is not a port number between 1 and 65535", v)
+		}
+		cfg.InternalPort = p
+	}
+	if v := env["COMFYUI_STOP_TIMEOUT"]; v != "" {
+		d, err := parseStopTimeout(v)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.StopTimeout = d
+	}
+
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	switch {
+	case len(args) > 0:
+		cfg.ComfyCommand = append([]string(nil), args...)
+	case strings.TrimSpace(env["COMFYUI_COMMAND"]) != "":
+		argv, err := splitCommandLine(env["COMFYUI_COMMAND"])
+		if err != nil {
+			return cfg, fmt.Errorf("COMFYUI_COMMAND: %w", err)
+		}
+		cfg.ComfyCommand = argv
+	default:
+		cfg.ComfyCommand, _ = splitCommandLine(fmt.Sprintf(defaultComfyCommand, cfg.InternalPort))
+	}
+
+	cfg.ComfyEnv = withoutEnv(environ, comfySecretEnv...)
+	cfg.GatewayCommand = []string{"comfyui-auth", "serve"}
+	cfg.GatewayEnv = withEnv(environ, "COMFYUI_AUTH_UPSTREAM", fmt.Sprintf("http://127.0.0.1:%d", cfg.InternalPort))
+	return cfg, nil
+}
+
+// parseStopTimeout accepts a Go duration ("8s", "1m") or whole seconds ("8"),
+// since Compose users write both.
+func parseStopTimeout(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(v)
+		if nerr != nil {
+			return 0, fmt.Errorf("COMFYUI_STOP_TIMEOUT=%q is neither seconds (8) nor a duration (8s)", v)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("COMFYUI_STOP_TIMEOUT=%q must be positive", v)
+	}
+	return d, nil
+}
+
+// isLoopbackListen reports whether a ComfyUI --listen value binds loopback
+// only. ComfyUI accepts a comma-separated list.
+func isLoopbackListen(v string) bool {
+	if v == "" {
+		return false // a bare --listen means 0.0.0.0,::
+	}
+	for _, h := range strings.Split(v, ",") {
+		switch strings.TrimSpace(h) {
+		case "127.0.0.1", "localhost", "::1", "[::1]":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// embeddedListen finds --listen inside a single argument such as a
+// "sh -c '...'" script, which cannot be rewritten safely.
+var embeddedListen = regexp.MustCompile(`--listen(?:=|\s+)([^\s'"]*)|--listen\s*$`)
+
+// confineToLoopback rewrites ComfyUI's argv so that it listens on
+// 127.0.0.1:port only. Publishing ComfyUI itself would bypass the gateway, so
+// a non-loopback --listen is replaced, not trusted. It returns the new argv and
+// a sentence for each change. For a command that runs main.py without --listen
+// or --port, they are added, because ComfyUI's default port 8188 is the
+// gateway's.
+func confineToLoopback(argv []string, port int) ([]string, []string, error) {
+	out := make([]string, 0, len(argv)+4)
+	var notes []string
+	sawListen, sawPort, sawMain := false, false, false
+	portStr := strconv.Itoa(port)
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
+		switch {
+		case a == "--listen" || strings.HasPrefix(a, "--listen="):
+			sawListen = true
+			val, hasVal := "", false
+			if a != "--listen" {
+				val, hasVal = strings.TrimPrefix(a, "--listen="), true
+			} else if i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") {
+				val, hasVal = argv[i+1], true
+				i++
+			}
+			if !isLoopbackListen(val) {
+				shown := val
+				if !hasVal {
+					shown = "(all interfaces)"
+				}
+				notes = append(notes, fmt.Sprintf("ComfyUI's --listen %s was replaced by --listen 127.0.0.1: only the gateway may be reachable from outside the container", shown))
+				val = "127.0.0.1"
+			}
+			out = append(out, "--listen", val)
+		case a == "--port" || strings.HasPrefix(a, "--port="):
+			sawPort = true
+			val := strings.TrimPrefix(a, "--port=")
+			if a == "--port" {
+				if i+1 < len(argv) {
+					val = argv[i+1]
+					i++
+				} else {
+					val = ""
+				}
+			}
+			if val != portStr {
+				notes = append(notes, fmt.Sprintf("ComfyUI's --port %s was replaced by --port %d, the internal port the gateway forwards to (COMFYUI_INTERNAL_PORT)", val, port))
+			}
+			out = append(out, "--port", portStr)
+		default:
+			if strings.ContainsAny(a, " \t\n") {
+				for _, m := range embeddedListen.FindAllStringSubmatch(a, -1) {
+					if !isLoopbackListen(m[1]) {
+						return nil, nil, fmt.Errorf("ComfyUI's command %q starts ComfyUI with --listen %s inside a script, which would publish it beside the gateway; change it to --listen 127.0.0.1 --port %d", a, m[1], port)
+					}
+				}
+			}
+			if filepath.Base(a) == "main.py" {
+				sawMain = true
+			}
+			out = append(out, a)
+		}
+	}
+	if sawMain && !sawListen {
+		out = append(out, "--listen", "127.0.0.1")
+	}
+	if sawMain && !sawPort {
+		out = append(out, "--port", portStr)
+	}
+	return out, notes, nil
+}
+
+// childState is one supervised process.
+type childState struct {
+	name   string
+	proc   *os.Process
+	exited bool
+	status syscall.WaitStatus
+}
+
+// exitCode maps a wait status the way shells do: the exit code, or 128+signal.
+func exitCode(ws syscall.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	default:
+		return 1
+	}
+}
+
+func describeStatus(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Exited():
+		return fmt.Sprintf("exited with status %d", ws.ExitStatus())
+	case ws.Signaled():
+		return fmt.Sprintf("was killed by signal %s", ws.Signal())
+	default:
+		return fmt.Sprintf("stopped (wait status %#x)", uint32(ws))
+	}
+}
+
+// supervisor owns the two children and the reaping loop. All of its state is
+// touched by the goroutine running superviseEntrypoint only.
+type supervisor struct {
+	cfg      entrypointConfig
+	stderr   io.Writer
+	children []*childState
+	copies   sync.WaitGroup
+}
+
+func (s *supervisor) logf(format string, args ...any) {
+	fmt.Fprintf(s.stderr, "entrypoint: "+format+"\n", args...)
+}
+
+// outputFile returns a file a child can write to that ends up in w. Files are
+// passed through; other writers (tests) get a pipe and a copying goroutine.
+// The returned function closes the parent's copy of the write end.
+func (s *supervisor) outputFile(w io.Writer) (*os.File, func(), error) {
+	if f, ok := w.(*os.File); ok {
+		return f, func() {}, nil
+	}
+	r, wr, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.copies.Add(1)
+	go func() {
+		defer s.copies.Done()
+		_, _ = io.Copy(w, r)
+		r.Close()
+	}()
+	return wr, func() { wr.Close() }, nil
+}
+
+func (s *supervisor) start(name, path string, argv []string, dir string, env []string, stdout, stderr io.Writer) (*childState, error) {
+	outF, closeOut, err := s.outputFile(stdout)
+	if err != nil {
+		return nil, err
+	}
+	defer closeOut()
+	errF, closeErr, err := s.outputFile(stderr)
+	if err != nil {
+		return nil, err
+	}
+	defer closeErr()
+
+	if path == "" {
+		path = argv[0]
+		if !strings.Contains(path, "/") {
+			lp, err := exec.LookPath(path)
+			if err != nil {
+				return nil, err
+			}
+			path = lp
+		} else if dir != "" && !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+	}
+	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []*os.File{os.Stdin, outF, errF},
+		// Its own process group, so that a signal reaches the helpers a
+		// child starts (ComfyUI's custom nodes spawn some) as well.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &childState{name: name, proc: proc}
+	s.children = append(s.children, c)
+	return c, nil
+}
+
+// signal sends sig to every live child's process group.
+func (s *supervisor) signal(sig syscall.Signal) {
+	for _, c := range s.children {
+		if c.exited {
+			continue
+		}
+		// The group leader is not reaped yet (exited is false), so its
+		// pid is still its group's id and cannot have been reused.
+		if err := syscall.Kill(-c.proc.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			s.logf("could not send %s to %s (pid %d): %v", sig, c.name, c.proc.Pid, err)
+		}
+	}
+}
+
+// reap collects every exited process without blocking. With ReapAll (PID 1)
+// it waits for any pid, so that orphans re-parented to us do not pile up as
+// zombies; the exit status of our own children is recorded on the way, which
+// is why there is exactly one reaper.
+func (s *supervisor) reap() {
+	if s.cfg.ReapAll {
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err != nil || pid <= 0 {
+				return
+			}
+			s.record(pid, ws)
+		}
+	}
+	for _, c := range s.children {
+		if c.exited {
+			continue
+		}
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(c.proc.Pid, &ws, syscall.WNOHANG, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err == nil && pid == c.proc.Pid {
+				s.record(pid, ws)
+			}
+			break
+		}
+	}
+}
+
+func (s *supervisor) record(pid int, ws syscall.WaitStatus) {
+	for _, c := range s.children {
+		if c.proc.Pid == pid && !c.exited {
+			c.exited, c.status = true, ws
+			c.proc.Release()
+			return
+		}
+	}
+}
+
+func (s *supervisor) allExited() bool {
+	for _, c := range s.children {
+		if !c.exited {
+			return false
+		}
+	}
+	return true
+}
+
+// superviseEntrypoint starts ComfyUI and the gateway and runs until both
+// have exited. It returns the process exit code.
+func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
+	s := &supervisor{cfg: cfg, stderr: stderr}
+	defer s.copies.Wait()
+
+	if fi, err := os.Stat(filepath.Join(cfg.ComfyDir, "custom_nodes", "ComfyUI-Login")); err == nil && fi.IsDir() {
+		s.logf("WARNING: %s is installed. The gateway already authenticates every request, so ComfyUI-Login would ask for a second login and reject the API clients the gateway lets through. Remove that folder (or rename it to ComfyUI-Login.disabled), and drop the login/PASSWORD handling from the old entrypoint script.",
+			filepath.Join(cfg.ComfyDir, "custom_nodes", "ComfyUI-Login"))
+	}
+
+	argv, notes, err := confineToLoopback(cfg.ComfyCommand, cfg.InternalPort)
+	if err != nil {
+		s.logf("%v", err)
+		return 2
+	}
+	for _, n := range notes {
+		s.logf("%s.", n)
+	}
+	if len(argv) == 0 {
+		s.logf("ComfyUI's command is empty; set COMFYUI_COMMAND or pass the command after \"entrypoint\"")
+		return 2
+	}
+
+	// Subscribe before starting anything: a child that dies at once must
+	// still wake the loop.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	s.logf("starting ComfyUI in %s on 127.0.0.1:%d: %s", cfg.ComfyDir, cfg.InternalPort, strings.Join(argv, " "))
+	comfy, err := s.start("ComfyUI", "", argv, cfg.ComfyDir, cfg.ComfyEnv, stdout, stderr)
+	if err != nil {
+		s.logf("cannot start ComfyUI with %q in %s: %v. Is ComfyUI installed there (the old entrypoint installed it into venv/ on first start)? Set COMFYUI_DIR, or COMFYUI_COMMAND, or pass the command after \"entrypoint\".", argv[0], cfg.ComfyDir, err)
+		return 127
+	}
+	s.logf("starting the gateway: %s", strings.Join(cfg.GatewayCommand, " "))
+	gateway, err := s.start("the gateway", cfg.GatewayPath, cfg.GatewayCommand, "", cfg.GatewayEnv, stdout, stderr)
+	if err != nil {
+		s.logf("cannot start the gateway (%s): %v; stopping ComfyUI.", strings.Join(cfg.GatewayCommand, " "), err)
+		gateway = &childState{name: "the gateway", exited: true, status: syscall.WaitStatus(1 << 8)}
+	}
+
+	var (
+		stopping bool
+		code     int
+		deadline <-chan time.Time
+		killed   bool
+	)
+	stop := func(sig syscall.Signal) {
+		stopping = true
+		s.signal(sig)
+		deadline = time.After(cfg.StopTimeout)
+	}
+
+	for {
+		s.reap()
+		if !stopping {
+			switch {
+			case comfy.exited:
+				code = exitCode(comfy.status)
+				s.logf("ComfyUI %s; stopping the gateway and exiting with status %d so that the restart policy applies.", describeStatus(comfy.status), code)
+				stop(syscall.SIGTERM)
+			case gateway.exited:
+				code = exitCode(gateway.status)
+				if code == 0 {
+					code = 1
+				}
+				s.logf("the gateway %s; stopping ComfyUI and exiting with status %d.", describeStatus(gateway.status), code)
+				stop(syscall.SIGTERM)
+			}
+		}
+		if comfy.exited && gateway.exited {
+			if killed && code == 0 {
+				code = 128 + int(syscall.SIGKILL)
+			}
+			s.logf("all stopped; exiting with status %d.", code)
+			return code
+		}
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGCHLD {
+				continue
+			}
+			ss := sig.(syscall.Signal)
+			if stopping {
+				s.logf("received %s again; killing what is left.", ss)
+				s.signal(syscall.SIGKILL)
+				killed = true
+				continue
+			}
+			s.logf("received %s; passing it on to ComfyUI and the gateway (they have %s to stop).", ss, cfg.StopTimeout)
+			stop(ss)
+		case <-deadline:
+			deadline = nil
+			var left []string
+			for _, c := range s.children {
+				if !c.exited {
+					left = append(left, c.name)
+				}
+			}
+			s.logf("%s did not stop within %s (COMFYUI_STOP_TIMEOUT); killing.", strings.Join(left, " and "), cfg.StopTimeout)
+			s.signal(syscall.SIGKILL)
+			killed = true
+		}
+	}
+}
+
+// splitCommandLine splits a command the way a POSIX shell splits words, with
+// single quotes, double quotes and backslashes, but without expansion of any
+// kind. COMFYUI_COMMAND is an argv, not a script; wrap it in sh -c for that.
+func splitCommandLine(s string) ([]string, error) {
+	var (
+		args    []string
+		cur     strings.Builder
+		inWord  bool
+		quote   rune
+		escaped bool
+	)
+	for _, r := range s {
+		switch {
+		case escaped:
+			cur.WriteRune(r)
+			escaped = false
+		case quote == '\'':
+			if r == '\'' {
+				quote = 0
+			} else {
+				cur.WriteRune(r)
+			}
+		case quote == '"':
+			switch r {
+			case '"':
+				quote = 0
+			case '\\':
+				escaped = true
+			default:
+				cur.WriteRune(r)
+			}
+		case r == '\\':
+			escaped, inWord = true, true
+		case r == '\'' || r == '"':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t' || r == '\n':
+			if inWord {
+				args = append(args, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, fmt.Errorf("unterminated %c quote in %q", quote, s)
+	}
+	if escaped {
+		return nil, fmt.Errorf("trailing backslash in %q", s)
+	}
+	if inWord {
+		args = append(args, cur.String())
+	}
+	return args, nil
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func withoutEnv(environ []string, keys ...string) []string {
+	out := make([]string, 0, len(environ))
+next:
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		for _, drop := range keys {
+			if k == drop {
+				continue next
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+func withEnv(environ []string, key, value string) []string {
+	return append(withoutEnv(environ, key), key+"="+value)
+}
