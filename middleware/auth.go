@@ -42,14 +42,20 @@ type AuthOptions struct {
 	// LoginPath is where browsers without credentials are sent; empty means
 	// browsers get the JSON 401 like everyone else.
 	LoginPath string
-	Logger    zerolog.Logger
+	// Throttle, when set, is consulted before any raw-token bcrypt work and
+	// told about raw tokens that were checked and did not match. The hash
+	// token and sessions never reach it.
+	Throttle Throttler
+	Logger   zerolog.Logger
 }
 
 // Auth decides, for every request, whether it may reach ComfyUI:
 //  1. public paths pass (health, login, static assets by GET/HEAD);
 //  2. a token from `Authorization: Bearer <t>` or `?token=<t>` is compared
-//     with the loaded hashes in constant time, then, if it is not a hash,
-//     verified as a raw token through the bounded bcrypt pool;
+//     with the loaded hashes in constant time, then, if it is not a hash and
+//     the client is not locked out (429 with Retry-After, no bcrypt), verified
+//     as a raw token through the bounded bcrypt pool; a wrong or over-long
+//     raw token counts as one failure for the client;
 //  3. a browser session, when sessions are configured;
 //  4. otherwise: 401 for websocket upgrades, 302 to the login page for
 //     browsers, 401 JSON with `WWW-Authenticate: Bearer` for everyone else.
@@ -75,7 +81,16 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 						return
 					}
 				}
+				if opts.Throttle != nil {
+					if retry, locked := opts.Throttle.Locked(r); locked {
+						RefuseLocked(w, r, retry)
+						return
+					}
+				}
 				res := opts.Verifier.Verify(r.Context(), token)
+				if opts.Throttle != nil && (res.Outcome == hashstore.NoMatch || res.Outcome == hashstore.TooLong) {
+					opts.Throttle.Failed(r)
+				}
 				switch res.Outcome {
 				case hashstore.Match:
 					info.Method, info.Generation = MethodRawToken, res.Generation

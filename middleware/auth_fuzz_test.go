@@ -1,0 +1,122 @@
+package middleware
+
+import (
+	"context"
+	"crypto/subtle"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/comfyui-auth/comfyui-auth/hashstore"
+)
+
+const (
+	fuzzRaw  = "@TKEoMzUx&)F@B$^1O3hkt&VkDWp0JXf"
+	fuzzHash = "$2b$12$UDceblhZeEySDwVMC0ccN.IaQmMBfKdTY.aAE3poXcq1zsOP6coni"
+)
+
+// fixedHashes and fixedVerifier stand in for the store: the fuzz target
+// checks the decision logic around them, not bcrypt.
+type fixedHashes struct{}
+
+func (fixedHashes) MatchHash(tok string) (int, uint64, bool) {
+	return 1, 1, subtle.ConstantTimeCompare([]byte(tok), []byte(fuzzHash)) == 1
+}
+
+type fixedVerifier struct{ calls int }
+
+func (v *fixedVerifier) Verify(_ context.Context, tok string) hashstore.Result {
+	v.calls++
+	if len(tok) > hashstore.MaxTokenBytes {
+		return hashstore.Result{Outcome: hashstore.TooLong}
+	}
+	if tok == fuzzRaw {
+		return hashstore.Result{Outcome: hashstore.Match, Line: 1, Generation: 1}
+	}
+	return hashstore.Result{Outcome: hashstore.NoMatch, Generation: 1}
+}
+
+// FuzzAuthDecision sends a random Authorization header, raw query and path
+// through Auth. Nothing may panic, and a request may reach the protected
+// handler only on a public path or when it carries the hash or the raw
+// token exactly (in the header or as the `token` parameter).
+func FuzzAuthDecision(f *testing.F) {
+	for _, s := range [][3]string{
+		{"Bearer " + fuzzHash, "", "/prompt"},
+		{"bearer " + fuzzRaw, "", "/api/prompt"},
+		{"", "token=" + url.QueryEscape(fuzzHash), "/ws"},
+		{"Bearer", "token=", "/prompt"},
+		{"Bearer a b", "token=x&token=" + url.QueryEscape(fuzzRaw), "/history"},
+		{"Basic Zm9vOmJhcg==", "token=%zz", "/view"},
+		{"Bearer " + fuzzHash[:59], "", "/prompt"},
+		{"Bearer  " + fuzzHash + " ", "", "/prompt"},
+		{"Bearer\t" + fuzzHash, "", "/prompt"},
+		{"", "", "/login/../prompt"},
+		{"", "", "/PROMPT.js"},
+		{"", "", "//prompt"},
+		{"", "", "/%2e%2e/prompt"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, authz, rawQuery, path string) {
+		v := &fixedVerifier{}
+		reached := false
+		h := Auth(AuthOptions{
+			Hashes: fixedHashes{}, Verifier: v, AcceptHashToken: true,
+			PublicPaths: map[string]bool{"/login": true}, LoginPath: "/login",
+			Throttle: NewThrottle(ThrottleOptions{MaxFailures: 3}),
+		})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
+		r := httptest.NewRequest("GET", "/", nil)
+		u, err := url.Parse("http://gw" + path)
+		if err != nil || u.Host != "gw" {
+			return
+		}
+		u.RawQuery = rawQuery
+		r.URL = u
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		h.ServeHTTP(httptest.NewRecorder(), r)
+		if !reached || IsPublic(r, map[string]bool{"/login": true}) {
+			return
+		}
+		tok, _ := tokenFrom(r)
+		if tok != fuzzHash && tok != fuzzRaw {
+			t.Fatalf("let in with token %q (Authorization %q, query %q)", tok, authz, rawQuery)
+		}
+		if tok == fuzzHash && v.calls != 0 {
+			t.Fatalf("the hash token spent %d raw-token checks", v.calls)
+		}
+	})
+}
+
+// FuzzTokenFrom checks the token extraction alone: no panic, and a token is
+// only ever a substring the client sent (nothing is invented or trimmed into
+// a different secret), never empty when reported.
+func FuzzTokenFrom(f *testing.F) {
+	f.Add("Bearer abc", "token=def")
+	f.Add("bearer   x  ", "")
+	f.Add("Bearer", "token=")
+	f.Add("", "token=%41%42&token=z")
+	f.Add("Bearer a\tb", "a=b;token=c")
+	f.Fuzz(func(t *testing.T, authz, rawQuery string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL.RawQuery = rawQuery
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		tok, problem := tokenFrom(r)
+		if tok == "" {
+			return
+		}
+		fromQuery := r.URL.Query().Get("token")
+		if tok != fromQuery && !strings.Contains(authz, tok) {
+			t.Fatalf("token %q is neither in the header %q nor the query's token %q", tok, authz, fromQuery)
+		}
+		if problem != "" && tok != fromQuery {
+			t.Fatalf("header token %q returned with problem %q", tok, problem)
+		}
+	})
+}

@@ -1,0 +1,204 @@
+package middleware
+
+import (
+	"container/list"
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Throttler is what the auth decision and the login handler consult about
+// credential failures. Locked is called before any bcrypt work; Failed only
+// after a credential was checked and found wrong. A success is never
+// reported: it must not count, and it must not unlock an address an
+// attacker behind the same NAT is hammering.
+type Throttler interface {
+	// Locked reports whether r's client is locked out, and for how long.
+	Locked(r *http.Request) (retryAfter time.Duration, locked bool)
+	// Failed counts one failure for r's client and reports whether this
+	// failure locked it.
+	Failed(r *http.Request) (retryAfter time.Duration, locked bool)
+}
+
+var _ Throttler = (*Throttle)(nil)
+
+// ThrottleOptions configures NewThrottle.
+type ThrottleOptions struct {
+	// MaxFailures is how many failures within Window lock a client
+	// (MAX_LOGIN_ATTEMPTS). It must be at least 1.
+	MaxFailures int
+	// Window is the period failures are counted over.
+	Window time.Duration
+	// BaseLock is the first lock's length; each further lock of the same
+	// client doubles it, up to MaxLock.
+	BaseLock time.Duration
+	// MaxLock caps the lock; 0 means 64 × BaseLock.
+	MaxLock time.Duration
+	// Capacity caps how many clients are remembered; the least recently
+	// failing one is forgotten first. 0 means 10,000 (about 1 MB).
+	Capacity int
+	// Trusted says whose X-Forwarded-For to believe.
+	Trusted TrustedProxies
+	// Now is the clock; nil means time.Now. Tests move it.
+	Now func() time.Time
+}
+
+// Throttle locks out, per client address, whoever keeps presenting wrong
+// credentials. It guards the bcrypt pool: a locked client gets 429 without
+// any bcrypt work, so a password-guessing flood costs a map lookup.
+//
+// It can never lock everyone out. A client is an address (an IPv6 /64), so
+// one address's failures never lock another; a credential that is checked
+// and matches is always let in; the hash token and sessions never consult
+// it. Memory is bounded by Capacity: an attacker with more addresses than
+// that can make the throttle forget its oldest entries, which only unlocks
+// addresses early and never locks anyone.
+type Throttle struct {
+	opts ThrottleOptions
+
+	mu      sync.Mutex
+	lru     *list.List // of *throttleEntry, most recently failing first
+	entries map[netip.Addr]*list.Element
+}
+
+type throttleEntry struct {
+	key         netip.Addr
+	failures    int
+	windowStart time.Time
+	lockedUntil time.Time
+	// strikes is how many times this client was locked; it doubles the
+	// next lock and is forgotten after a quiet MaxLock.
+	strikes  int
+	lastFail time.Time
+}
+
+// NewThrottle returns a Throttle; see ThrottleOptions for defaults.
+func NewThrottle(o ThrottleOptions) *Throttle {
+	if o.MaxFailures < 1 {
+		o.MaxFailures = 5
+	}
+	if o.Window <= 0 {
+		o.Window = 5 * time.Minute
+	}
+	if o.BaseLock <= 0 {
+		o.BaseLock = time.Minute
+	}
+	if o.MaxLock <= 0 {
+		o.MaxLock = 64 * o.BaseLock
+	}
+	if o.Capacity <= 0 {
+		o.Capacity = 10_000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Throttle{opts: o, lru: list.New(), entries: make(map[netip.Addr]*list.Element)}
+}
+
+// Locked implements Throttler: one map lookup under a mutex.
+func (t *Throttle) Locked(r *http.Request) (time.Duration, bool) {
+	return t.LockedAddr(t.opts.Trusted.ClientAddr(r))
+}
+
+// Failed implements Throttler.
+func (t *Throttle) Failed(r *http.Request) (time.Duration, bool) {
+	return t.FailedAddr(t.opts.Trusted.ClientAddr(r))
+}
+
+// LockedAddr is Locked for an address already resolved.
+func (t *Throttle) LockedAddr(a netip.Addr) (time.Duration, bool) {
+	key := throttleKey(a)
+	now := t.opts.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	el, ok := t.entries[key]
+	if !ok {
+		return 0, false
+	}
+	e := el.Value.(*throttleEntry)
+	if left := e.lockedUntil.Sub(now); left > 0 {
+		return left, true
+	}
+	return 0, false
+}
+
+// FailedAddr is Failed for an address already resolved.
+func (t *Throttle) FailedAddr(a netip.Addr) (time.Duration, bool) {
+	key := throttleKey(a)
+	now := t.opts.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var e *throttleEntry
+	if el, ok := t.entries[key]; ok {
+		e = el.Value.(*throttleEntry)
+		t.lru.MoveToFront(el)
+	} else {
+		for t.lru.Len() >= t.opts.Capacity {
+			old := t.lru.Back()
+			delete(t.entries, old.Value.(*throttleEntry).key)
+			t.lru.Remove(old)
+		}
+		e = &throttleEntry{key: key, windowStart: now}
+		t.entries[key] = t.lru.PushFront(e)
+	}
+	if left := e.lockedUntil.Sub(now); left > 0 {
+		// Failures while locked are not possible through Auth (it checks
+		// first), but a caller racing the lock must not extend it forever.
+		return left, true
+	}
+	if e.strikes > 0 && now.Sub(e.lastFail) > t.opts.MaxLock {
+		e.strikes = 0
+	}
+	if now.Sub(e.windowStart) > t.opts.Window {
+		e.failures, e.windowStart = 0, now
+	}
+	e.lastFail = now
+	e.failures++
+	if e.failures < t.opts.MaxFailures {
+		return 0, false
+	}
+	lock := t.lockFor(e.strikes)
+	e.strikes++
+	e.failures, e.windowStart = 0, now
+	e.lockedUntil = now.Add(lock)
+	return lock, true
+}
+
+// lockFor returns BaseLock × 2^strikes, capped at MaxLock.
+func (t *Throttle) lockFor(strikes int) time.Duration {
+	f := float64(t.opts.BaseLock) * math.Pow(2, float64(strikes))
+	if f >= float64(t.opts.MaxLock) {
+		return t.opts.MaxLock
+	}
+	return time.Duration(f)
+}
+
+// Len is how many clients are remembered (for tests and metrics).
+func (t *Throttle) Len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lru.Len()
+}
+
+// RetryAfterSeconds renders a lock's remainder for the Retry-After header,
+// rounded up so a client that obeys it is no longer locked.
+func RetryAfterSeconds(d time.Duration) string {
+	return strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10)
+}
+
+// RefuseLocked answers a locked-out client: 429 with Retry-After and a JSON
+// body that says when to try again. It spends no bcrypt work.
+func RefuseLocked(w http.ResponseWriter, r *http.Request, retryAfter time.Duration) {
+	info := InfoFrom(r)
+	info.Method = MethodNone
+	info.Reason = "client locked out after repeated credential failures"
+	secs := RetryAfterSeconds(retryAfter)
+	w.Header().Set("Retry-After", secs)
+	WriteJSON(w, http.StatusTooManyRequests, map[string]string{
+		"error":  "Too many failed attempts.",
+		"reason": "too many wrong credentials from this address; retry after " + secs + " seconds with the right token",
+	})
+}

@@ -1,0 +1,147 @@
+package middleware
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+// clock is a settable time source for throttle tests.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTestThrottle(c *clock) *Throttle {
+	return NewThrottle(ThrottleOptions{MaxFailures: 3, Window: time.Minute, BaseLock: 10 * time.Second, MaxLock: 40 * time.Second, Capacity: 100, Now: c.Now})
+}
+
+var (
+	attacker  = netip.MustParseAddr("203.0.113.66")
+	bystander = netip.MustParseAddr("203.0.113.67")
+)
+
+func TestThrottleLocksAfterMaxFailuresAndOnlyThatAddress(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	for i := 1; i <= 2; i++ {
+		if _, locked := th.FailedAddr(attacker); locked {
+			t.Fatalf("locked after %d failures, want 3", i)
+		}
+	}
+	d, locked := th.FailedAddr(attacker)
+	if !locked || d != 10*time.Second {
+		t.Fatalf("third failure: locked=%v for %s, want 10s", locked, d)
+	}
+	if _, locked := th.LockedAddr(attacker); !locked {
+		t.Fatal("attacker not locked")
+	}
+	if _, locked := th.LockedAddr(bystander); locked {
+		t.Fatal("another address was locked by the attacker's failures")
+	}
+	c.Add(10 * time.Second)
+	if _, locked := th.LockedAddr(attacker); locked {
+		t.Fatal("still locked after the lock period")
+	}
+}
+
+func TestThrottleLockGrowsOnRepeatUpToTheCap(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	var got []time.Duration
+	for round := 0; round < 4; round++ {
+		var d time.Duration
+		for i := 0; i < 3; i++ {
+			d, _ = th.FailedAddr(attacker)
+		}
+		got = append(got, d)
+		c.Add(d)
+	}
+	want := []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 40 * time.Second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("locks %v, want %v", got, want)
+	}
+	// A quiet MaxLock forgets the strikes.
+	c.Add(41 * time.Second)
+	for i := 0; i < 3; i++ {
+		d, locked := th.FailedAddr(attacker)
+		if i == 2 && (!locked || d != 10*time.Second) {
+			t.Fatalf("after a quiet period: %v %s, want the base lock again", locked, d)
+		}
+	}
+}
+
+func TestThrottleFailuresOutsideTheWindowDoNotAddUp(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	for i := 0; i < 10; i++ {
+		th.FailedAddr(attacker)
+		th.FailedAddr(attacker)
+		if _, locked := th.LockedAddr(attacker); locked {
+			t.Fatalf("locked with two failures per window (round %d)", i)
+		}
+		c.Add(61 * time.Second)
+	}
+}
+
+func TestThrottleMemoryIsCapped(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	for i := 0; i < 1000; i++ {
+		th.FailedAddr(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+	}
+	if n := th.Len(); n != 100 {
+		t.Fatalf("remembers %d clients, cap is 100", n)
+	}
+}
+
+func TestThrottleCountsAnIPv6ClientPerSlash64(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	for i := 1; i <= 3; i++ {
+		th.FailedAddr(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i)))
+	}
+	if _, locked := th.LockedAddr(netip.MustParseAddr("2001:db8:1:2::ffff")); !locked {
+		t.Fatal("rotating addresses inside one /64 escaped the throttle")
+	}
+	if _, locked := th.LockedAddr(netip.MustParseAddr("2001:db8:1:3::1")); locked {
+		t.Fatal("a neighbouring /64 was locked")
+	}
+}
+
+func TestThrottleResolvesTheClientThroughTrustedProxies(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	trusted, _ := ParseTrustedProxies("10.0.0.0/8")
+	th := NewThrottle(ThrottleOptions{MaxFailures: 1, Trusted: trusted, Now: c.Now})
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = "10.0.0.2:1234"
+	r.Header.Set("X-Forwarded-For", "198.51.100.1")
+	th.Failed(r)
+	other := httptest.NewRequest("GET", "/", nil)
+	other.RemoteAddr = "10.0.0.2:1235"
+	other.Header.Set("X-Forwarded-For", "198.51.100.2")
+	if _, locked := th.Locked(other); locked {
+		t.Fatal("one client behind the proxy locked another")
+	}
+	if _, locked := th.Locked(r); !locked {
+		t.Fatal("the failing client behind the proxy is not locked")
+	}
+}
+
+func TestRetryAfterRoundsUp(t *testing.T) {
+	for d, want := range map[time.Duration]string{time.Second: "1", 1500 * time.Millisecond: "2", time.Millisecond: "1", time.Minute: "60"} {
+		if got := RetryAfterSeconds(d); got != want {
+			t.Errorf("RetryAfterSeconds(%s) = %s, want %s", d, got, want)
+		}
+	}
+}
