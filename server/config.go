@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"runtime"
 	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
 
 // Config is everything the gateway needs to run. cmd/comfyui-auth fills it
@@ -65,6 +67,30 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM
 	// (--shutdown-timeout, COMFYUI_AUTH_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
+	// MaxLoginAttempts is how many wrong raw tokens or passwords a client
+	// may send within ThrottleWindow before it is locked out with 429
+	// (--max-login-attempts, MAX_LOGIN_ATTEMPTS, the deployment's own name).
+	// 0 turns the throttle off. The hash token is never throttled: it costs
+	// no bcrypt, and guessing a 60-character hash is hopeless.
+	MaxLoginAttempts int
+	// ThrottleWindow is the period failures are counted over
+	// (--throttle-window, COMFYUI_AUTH_THROTTLE_WINDOW).
+	ThrottleWindow time.Duration
+	// ThrottleLock is the first lockout's length; it doubles on each repeat
+	// up to 64 times this (--throttle-lock, COMFYUI_AUTH_THROTTLE_LOCK).
+	ThrottleLock time.Duration
+	// TrustedProxies lists the CIDRs of reverse proxies in front of the
+	// gateway whose X-Forwarded-For and X-Forwarded-Proto are believed
+	// (--trusted-proxies, COMFYUI_AUTH_TRUSTED_PROXIES). Empty believes no
+	// one, so a client cannot pick the address it is throttled under.
+	TrustedProxies string
+	// TLSCert and TLSKey are PEM files; when both are set the gateway
+	// serves HTTPS and HTTP/2 itself and reloads the pair when the files
+	// change (--tls-cert, --tls-key, COMFYUI_AUTH_TLS_CERT,
+	// COMFYUI_AUTH_TLS_KEY). Without them passwords and tokens cross the
+	// network in clear unless a TLS proxy sits in front.
+	TLSCert string
+	TLSKey  string
 }
 
 // DefaultConfig returns the defaults documented in the README.
@@ -83,6 +109,9 @@ func DefaultConfig() Config {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ShutdownTimeout:   10 * time.Second,
+		MaxLoginAttempts:  5,
+		ThrottleWindow:    5 * time.Minute,
+		ThrottleLock:      time.Minute,
 	}
 }
 
@@ -110,6 +139,18 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			return fmt.Errorf("%s must be positive, got %s", name, d)
 		}
+	}
+	if c.MaxLoginAttempts < 0 {
+		return fmt.Errorf("max login attempts must be 0 (no throttle) or more, got %d", c.MaxLoginAttempts)
+	}
+	if c.MaxLoginAttempts > 0 && (c.ThrottleWindow <= 0 || c.ThrottleLock <= 0) {
+		return fmt.Errorf("throttle window and lock must be positive, got %s and %s", c.ThrottleWindow, c.ThrottleLock)
+	}
+	if _, err := middleware.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxies (COMFYUI_AUTH_TRUSTED_PROXIES): %w", err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("set both --tls-cert and --tls-key (COMFYUI_AUTH_TLS_CERT, COMFYUI_AUTH_TLS_KEY), or neither")
 	}
 	if c.MaxHeaderBytes < 4096 {
 		return fmt.Errorf("max header bytes must be at least 4096, got %d", c.MaxHeaderBytes)

@@ -31,6 +31,9 @@ type Server struct {
 	verifier *hashstore.Verifier
 	probe    *upstreamProbe
 	handler  http.Handler
+	trusted  middleware.TrustedProxies
+	throttle *middleware.Throttle // nil when off
+	certs    *certReloader        // nil when serving plain HTTP
 
 	// wsCtx is cancelled at shutdown to close proxied websockets, which
 	// http.Server.Shutdown does not track once hijacked.
@@ -49,6 +52,14 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 	upstream, _ := parseUpstream(cfg.Upstream)
 	s := &Server{cfg: cfg, upstream: upstream, logger: logger, probe: newUpstreamProbe(upstream)}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
+	s.trusted, _ = middleware.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
+	if cfg.TLSCert != "" {
+		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, logger.With().Str("component", "tls").Logger())
+		if err != nil {
+			return nil, err
+		}
+		s.certs = certs
+	}
 
 	if cfg.AuthEnabled {
 		var fallback *hashstore.Credentials
@@ -72,6 +83,14 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			return nil, err
 		}
 		s.store = store
+		if cfg.MaxLoginAttempts > 0 {
+			s.throttle = middleware.NewThrottle(middleware.ThrottleOptions{
+				MaxFailures: cfg.MaxLoginAttempts,
+				Window:      cfg.ThrottleWindow,
+				BaseLock:    cfg.ThrottleLock,
+				Trusted:     s.trusted,
+			})
+		}
 		s.verifier = hashstore.NewVerifier(store, hashstore.VerifierOptions{
 			Workers:  cfg.BcryptWorkers,
 			QueueLen: cfg.BcryptQueue,
@@ -101,7 +120,12 @@ func (s *Server) routes() http.Handler {
 	})
 	r.Group(func(r chi.Router) {
 		if s.store != nil {
+			var throttle middleware.Throttler
+			if s.throttle != nil {
+				throttle = s.throttle
+			}
 			r.Use(middleware.Auth(middleware.AuthOptions{
+				Throttle:        throttle,
 				Hashes:          s.store,
 				Verifier:        s.verifier,
 				AcceptHashToken: s.cfg.AcceptHashToken,
@@ -153,6 +177,21 @@ func (s *Server) Store() *hashstore.Store { return s.store }
 // Verifier returns the bcrypt verifier, nil when authentication is disabled.
 func (s *Server) Verifier() *hashstore.Verifier { return s.verifier }
 
+// Throttle is the per-client failure throttle the login handler must consult
+// (Locked before checking a password, Failed after a wrong one); nil when
+// MaxLoginAttempts is 0 or authentication is off.
+func (s *Server) Throttle() middleware.Throttler {
+	if s.throttle == nil {
+		return nil
+	}
+	return s.throttle
+}
+
+// SecureCookies reports whether cookies set in answer to r must carry the
+// Secure flag: the client connected over TLS, directly or through a trusted
+// proxy that said so in X-Forwarded-Proto.
+func (s *Server) SecureCookies(r *http.Request) bool { return s.trusted.IsHTTPS(r) }
+
 // OpenWebsockets is the number of websockets being proxied now.
 func (s *Server) OpenWebsockets() int64 { return s.wsCount.Load() }
 
@@ -190,9 +229,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:    nil,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if s.certs != nil {
+		srv.TLSConfig = s.certs.tlsConfig()
+		// ServeTLS, not Serve on a tls.Listener: it also sets up HTTP/2.
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	s.logger.Info().Str("listen", ln.Addr().String()).Str("upstream", s.upstream.String()).
-		Bool("auth", s.store != nil).Msg("gateway listening")
+		Bool("auth", s.store != nil).Bool("tls", s.certs != nil).Msg("gateway listening")
 
 	select {
 	case err := <-errc:

@@ -76,6 +76,12 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	duration(&cfg.ReadHeaderTimeout, "COMFYUI_AUTH_READ_HEADER_TIMEOUT")
 	integer(&cfg.MaxHeaderBytes, "COMFYUI_AUTH_MAX_HEADER_BYTES")
 	duration(&cfg.ShutdownTimeout, "COMFYUI_AUTH_SHUTDOWN_TIMEOUT")
+	integer(&cfg.MaxLoginAttempts, "MAX_LOGIN_ATTEMPTS")
+	duration(&cfg.ThrottleWindow, "COMFYUI_AUTH_THROTTLE_WINDOW")
+	duration(&cfg.ThrottleLock, "COMFYUI_AUTH_THROTTLE_LOCK")
+	str(&cfg.TrustedProxies, "COMFYUI_AUTH_TRUSTED_PROXIES")
+	str(&cfg.TLSCert, "COMFYUI_AUTH_TLS_CERT")
+	str(&cfg.TLSKey, "COMFYUI_AUTH_TLS_KEY")
 	str(&cfg.Username, "COMFYUI_USERNAME")
 	str(&cfg.Password, "COMFYUI_PASSWORD")
 	for _, n := range []string{"COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"} {
@@ -102,6 +108,12 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", cfg.ReadHeaderTimeout, "longest time a client may take to send its headers (COMFYUI_AUTH_READ_HEADER_TIMEOUT)")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest accepted request header block (COMFYUI_AUTH_MAX_HEADER_BYTES)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "drain bound on SIGTERM (COMFYUI_AUTH_SHUTDOWN_TIMEOUT)")
+	fs.IntVar(&cfg.MaxLoginAttempts, "max-login-attempts", cfg.MaxLoginAttempts, "wrong raw tokens or passwords per client within --throttle-window before a 429 lockout; 0 disables (MAX_LOGIN_ATTEMPTS)")
+	fs.DurationVar(&cfg.ThrottleWindow, "throttle-window", cfg.ThrottleWindow, "period failures are counted over (COMFYUI_AUTH_THROTTLE_WINDOW)")
+	fs.DurationVar(&cfg.ThrottleLock, "throttle-lock", cfg.ThrottleLock, "first lockout length, doubled on each repeat (COMFYUI_AUTH_THROTTLE_LOCK)")
+	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "comma-separated `CIDRs` of proxies whose X-Forwarded-For/-Proto are believed (COMFYUI_AUTH_TRUSTED_PROXIES)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate `file`; with --tls-key serves HTTPS and HTTP/2, reloaded on change (COMFYUI_AUTH_TLS_CERT)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key `file` for --tls-cert (COMFYUI_AUTH_TLS_KEY)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
