@@ -139,6 +139,7 @@ func TestBcryptPoolNeverExceedsItsWorkers(t *testing.T) {
 		c.BcryptWorkers = 2
 		c.BcryptQueue = 100
 		c.BcryptMaxWait = 30 * time.Second
+		c.MaxLoginAttempts = 0 // this measures the pool, not the throttle
 	}})
 	var wg sync.WaitGroup
 	codes := make(chan int, 50)

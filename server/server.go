@@ -8,9 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,6 +170,14 @@ func (s *Server) trackWebsockets(next http.Handler) http.Handler {
 	})
 }
 
+// debugWriter turns net/http's error log lines into debug events.
+type debugWriter struct{ logger zerolog.Logger }
+
+func (d debugWriter) Write(p []byte) (int, error) {
+	d.logger.Debug().Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 // Handler returns the gateway's root handler (for tests and benchmarks).
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -226,7 +236,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// /view downloads and idle websockets. IdleTimeout only closes
 		// keep-alive connections between requests.
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    nil,
+		// Handshake failures and malformed requests from scanners arrive
+		// all day on a public port: debug level, in the structured log.
+		ErrorLog: log.New(debugWriter{s.logger.With().Str("component", "http").Logger()}, "", 0),
 	}
 	errc := make(chan error, 1)
 	if s.certs != nil {
