@@ -15,7 +15,7 @@ import (
 func TestCredentialFileFaultsKeepLastGoodCredentials(t *testing.T) {
 	good := lowCostHash(t, "fault-good-token")
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(t *testing.T, path string)
 		// undo removes what break_ left, before the fixed file is written.
 		undo     func(t *testing.T, path string)
