@@ -15,29 +15,29 @@ import (
 func TestCredentialFileFaultsKeepLastGoodCredentials(t *testing.T) {
 	good := lowCostHash(t, "fault-good-token")
 	tests := []struct {
-		name   string
-		break_ func(t *testing.T, path string)
-		// undo removes what break_ left, before the fixed file is written.
+		name      string
+		breakFile func(t *testing.T, path string)
+		// undo removes what breakFile left, before the fixed file is written.
 		undo     func(t *testing.T, path string)
 		skipRoot bool
 	}{
-		{name: "deleted", break_: func(t *testing.T, p string) { must(t, os.Remove(p)) }},
-		{name: "emptied", break_: func(t *testing.T, p string) { must(t, writeFile(p, "")) }},
-		{name: "truncated mid-hash", break_: func(t *testing.T, p string) { must(t, writeFile(p, good[:33])) }},
-		{name: "garbage", break_: func(t *testing.T, p string) { must(t, writeFile(p, "\x00\xff<html>not a hash</html>\n")) }},
-		{name: "100 MB file", break_: func(t *testing.T, p string) {
+		{name: "deleted", breakFile: func(t *testing.T, p string) { must(t, os.Remove(p)) }},
+		{name: "emptied", breakFile: func(t *testing.T, p string) { must(t, writeFile(p, "")) }},
+		{name: "truncated mid-hash", breakFile: func(t *testing.T, p string) { must(t, writeFile(p, good[:33])) }},
+		{name: "garbage", breakFile: func(t *testing.T, p string) { must(t, writeFile(p, "\x00\xff<html>not a hash</html>\n")) }},
+		{name: "100 MB file", breakFile: func(t *testing.T, p string) {
 			f, err := os.Create(p)
 			must(t, err)
 			must(t, f.Truncate(100<<20)) // sparse: 100 MB as stat and read see it, no disk spent
 			must(t, f.Close())
 		}},
-		{name: "permissions removed", skipRoot: true, break_: func(t *testing.T, p string) { must(t, os.Chmod(p, 0)) },
+		{name: "permissions removed", skipRoot: true, breakFile: func(t *testing.T, p string) { must(t, os.Chmod(p, 0)) },
 			undo: func(t *testing.T, p string) { must(t, os.Chmod(p, 0o644)) }},
-		{name: "replaced by a directory", break_: func(t *testing.T, p string) {
+		{name: "replaced by a directory", breakFile: func(t *testing.T, p string) {
 			must(t, os.Remove(p))
 			must(t, os.Mkdir(p, 0o755))
 		}, undo: func(t *testing.T, p string) { must(t, os.Remove(p)) }},
-		{name: "symlink loop", break_: func(t *testing.T, p string) {
+		{name: "symlink loop", breakFile: func(t *testing.T, p string) {
 			must(t, os.Remove(p))
 			must(t, os.Symlink(p+".b", p))
 			must(t, os.Symlink(p, p+".b"))
@@ -57,7 +57,7 @@ func TestCredentialFileFaultsKeepLastGoodCredentials(t *testing.T) {
 			if s := status(t, g, "fault-good-token"); s != 200 {
 				t.Fatalf("before: %d", s)
 			}
-			tc.break_(t, g.HashFile)
+			tc.breakFile(t, g.HashFile)
 			eventually(t, 5*time.Second, "the store notices", func() bool { return g.Server.Store().Status().LastError != "" })
 			// Let at least ten polls see the same problem; only a timer can
 			// show that something is NOT repeated.
