@@ -67,12 +67,18 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			info := InfoFrom(r)
+			token, headerProblem := tokenFrom(r)
+			// The access log keeps a client's X-Request-Id; never let that
+			// be a credential (a confused client, or one probing our logs).
+			if info.ID != "" && (info.ID == token || hashIs(opts.Hashes, info.ID)) {
+				info.ID = requestID("")
+				w.Header().Set("X-Request-Id", info.ID)
+			}
 			if IsPublic(r, opts.PublicPaths) {
 				info.Method = MethodPublic
 				next.ServeHTTP(w, r)
 				return
 			}
-			token, headerProblem := tokenFrom(r)
 			if token != "" {
 				if opts.AcceptHashToken {
 					if _, gen, ok := opts.Hashes.MatchHash(token); ok {
@@ -129,6 +135,11 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 			refuse(w, r, opts, "no credentials: send `Authorization: Bearer <token>` or log in")
 		})
 	}
+}
+
+func hashIs(h HashMatcher, s string) bool {
+	_, _, ok := h.MatchHash(s)
+	return ok
 }
 
 // tokenFrom returns the presented token: the Bearer header first, then the
