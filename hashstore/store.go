@@ -201,9 +201,12 @@ func (s *Store) check(ctx context.Context, settled bool) {
 		var err error
 		creds, err = Parse(data)
 		if err != nil {
-			if !errors.As(err, &perr) {
-				perr = &ParseError{Reason: ReasonNotHash, Message: err.Error()}
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				pe = &ParseError{Reason: ReasonNotHash, Message: err.Error()}
 			}
+			// Name the file: the sentence from Parse does not know it.
+			perr = &ParseError{Line: pe.Line, Reason: pe.Reason, Message: "credential file " + s.path + ": " + pe.Message}
 		}
 	}
 	if perr != nil {
