@@ -154,7 +154,18 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 	cfg.ComfyEnv = withoutEnv(environ, comfySecretEnv...)
 	cfg.GatewayCommand = []string{"comfyui-auth", "serve"}
 	cfg.GatewayEnv = withEnv(environ, "COMFYUI_AUTH_UPSTREAM", fmt.Sprintf("http://127.0.0.1:%d", cfg.InternalPort))
+	if _, ok := env["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"]; !ok {
+		// The gateway drains connections on SIGTERM; it must finish
+		// before the entrypoint's SIGKILL, which comes before Docker's.
+		cfg.GatewayEnv = withEnv(cfg.GatewayEnv, "COMFYUI_AUTH_SHUTDOWN_TIMEOUT", gatewayDrainTime(cfg.StopTimeout).String())
+	}
 	return cfg, nil
+}
+
+// gatewayDrainTime leaves the gateway three quarters of the stop timeout to
+// drain, and the rest as margin for the exit itself.
+func gatewayDrainTime(stop time.Duration) time.Duration {
+	return (stop * 3 / 4).Round(time.Millisecond)
 }
 
 // parseStopTimeout accepts a Go duration ("8s", "1m") or whole seconds ("8"),

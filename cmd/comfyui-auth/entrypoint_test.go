@@ -304,6 +304,9 @@ func TestEntrypointConfigPrecedence(t *testing.T) {
 			if want := "http://127.0.0.1:" + strconv.Itoa(cfg.InternalPort); gw["COMFYUI_AUTH_UPSTREAM"] != want {
 				t.Errorf("gateway upstream %q, want %q", gw["COMFYUI_AUTH_UPSTREAM"], want)
 			}
+			if gw["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"] != "6s" {
+				t.Errorf("gateway drain time %q, want 6s (within the 8s stop timeout)", gw["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"])
+			}
 			if gw["COMFYUI_AUTH_TOKEN"] != "raw" {
 				t.Errorf("the gateway lost COMFYUI_AUTH_TOKEN")
 			}
