@@ -295,12 +295,27 @@ func exitCode(ws syscall.WaitStatus) int {
 	}
 }
 
+// signalName names a signal the way people write it: SIGKILL, not "killed".
+func signalName(sig syscall.Signal) string {
+	names := map[syscall.Signal]string{
+		syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT",
+		syscall.SIGILL: "SIGILL", syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS",
+		syscall.SIGFPE: "SIGFPE", syscall.SIGKILL: "SIGKILL", syscall.SIGSEGV: "SIGSEGV",
+		syscall.SIGPIPE: "SIGPIPE", syscall.SIGTERM: "SIGTERM", syscall.SIGUSR1: "SIGUSR1",
+		syscall.SIGUSR2: "SIGUSR2",
+	}
+	if n, ok := names[sig]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d (%s)", int(sig), sig)
+}
+
 func describeStatus(ws syscall.WaitStatus) string {
 	switch {
 	case ws.Exited():
 		return fmt.Sprintf("exited with status %d", ws.ExitStatus())
 	case ws.Signaled():
-		return fmt.Sprintf("was killed by signal %s", ws.Signal())
+		return fmt.Sprintf("was killed by %s", signalName(ws.Signal()))
 	default:
 		return fmt.Sprintf("stopped (wait status %#x)", uint32(ws))
 	}
@@ -388,7 +403,7 @@ func (s *supervisor) signal(sig syscall.Signal) {
 		// The group leader is not reaped yet (exited is false), so its
 		// pid is still its group's id and cannot have been reused.
 		if err := syscall.Kill(-c.proc.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			s.logf("could not send %s to %s (pid %d): %v", sig, c.name, c.proc.Pid, err)
+			s.logf("could not send %s to %s (pid %d): %v", signalName(sig), c.name, c.proc.Pid, err)
 		}
 	}
 }
@@ -534,12 +549,12 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 			}
 			ss := sig.(syscall.Signal)
 			if stopping {
-				s.logf("received %s again; killing what is left.", ss)
+				s.logf("received %s again; killing what is left.", signalName(ss))
 				s.signal(syscall.SIGKILL)
 				killed = true
 				continue
 			}
-			s.logf("received %s; passing it on to ComfyUI and the gateway (they have %s to stop).", ss, cfg.StopTimeout)
+			s.logf("received %s; passing it on to ComfyUI and the gateway (they have %s to stop).", signalName(ss), cfg.StopTimeout)
 			stop(ss)
 		case <-deadline:
 			deadline = nil

@@ -100,6 +100,9 @@ func TestComfyUIKilledBySignalExitsWith128PlusSignal(t *testing.T) {
 	if code := s.wait(t, 10*time.Second); code != 137 {
 		t.Fatalf("exit code = %d, want 137; stderr:\n%s", code, s.errOut)
 	}
+	if !strings.Contains(s.errOut.String(), "ComfyUI was killed by SIGKILL") {
+		t.Errorf("stderr does not name the signal:\n%s", s.errOut)
+	}
 }
 
 func TestGatewayDeathStopsComfyUIAndExitsNonZero(t *testing.T) {
