@@ -61,7 +61,7 @@ type entrypointConfig struct {
 	// GatewayCommand is the gateway's argv; Path is argv[0] unless GatewayPath
 	// is set.
 	GatewayCommand []string
-	// GatewayPath is the executable to run for the gateway (/proc/self/exe).
+	// GatewayPath is the executable to run for the gateway: this binary.
 	GatewayPath string
 	// GatewayEnv is the gateway's environment (the entrypoint's, with the
 	// upstream pointed at ComfyUI's internal port).
@@ -116,6 +116,11 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 		InternalPort: defaultInternalPort,
 		StopTimeout:  defaultStopTimeout,
 		GatewayPath:  "/proc/self/exe",
+	}
+	// The resolved path gives the gateway a readable process name
+	// ("comfyui-auth", not "exe") in ps and /proc.
+	if exe, err := os.Executable(); err == nil {
+		cfg.GatewayPath = exe
 	}
 	if v := env["COMFYUI_DIR"]; v != "" {
 		cfg.ComfyDir = v
