@@ -261,11 +261,12 @@ func (a *answer) field(name string) string {
 }
 
 func (a *answer) nested(outer, inner string) string {
-	var m map[string]map[string]any
-	if json.Unmarshal(a.body, &m) != nil {
+	var m map[string]json.RawMessage
+	var in map[string]any
+	if json.Unmarshal(a.body, &m) != nil || json.Unmarshal(m[outer], &in) != nil {
 		return ""
 	}
-	s, _ := m[outer][inner].(string)
+	s, _ := in[inner].(string)
 	return s
 }
 
