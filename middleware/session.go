@@ -110,7 +110,9 @@ func (c *SessionCodec) Decode(v string) (Session, error) {
 	if !ok {
 		return s, ErrBadSession
 	}
-	enc := base64.RawURLEncoding
+	// Strict: padding bits must be zero, so each session has exactly one
+	// cookie form and a flipped last character is not a second valid copy.
+	enc := base64.RawURLEncoding.Strict()
 	p, err1 := enc.DecodeString(pb)
 	m, err2 := enc.DecodeString(mb)
 	if err1 != nil || err2 != nil || len(m) != sha256.Size {
@@ -260,7 +262,7 @@ func (s *Sessions) revoke(sess Session) {
 	if len(s.revoked) >= s.opts.MaxRevoked {
 		// Still full of live entries: end every session issued so far
 		// rather than forget a revocation.
-		s.notBefore = now.Add(time.Second)
+		s.notBefore = now.Truncate(time.Second).Add(time.Second)
 		clear(s.revoked)
 		s.opts.Logger.Warn().Int("revoked", s.opts.MaxRevoked).
 			Msg("session revocation list is full: every browser session issued until now is ended; users log in again")
