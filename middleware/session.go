@@ -106,6 +106,13 @@ func (c *SessionCodec) Decode(v string) (Session, error) {
 	if len(v) > maxCookieLen {
 		return s, ErrBadSession
 	}
+	for i := 0; i < len(v); i++ {
+		// base64's decoder skips \r and \n; refusing every byte outside the
+		// alphabet keeps one cookie form per session.
+		if c := v[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return s, ErrBadSession
+		}
+	}
 	pb, mb, ok := strings.Cut(v, ".")
 	if !ok {
 		return s, ErrBadSession
