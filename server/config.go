@@ -65,6 +65,27 @@ type Config struct {
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM
 	// (--shutdown-timeout, COMFYUI_AUTH_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
+	// SecretKey signs browser session cookies (SECRET_KEY; no flag, so it
+	// never shows in the process list). Empty: SecretKeyFile, else a random
+	// key per start, which logs every browser out on restart.
+	SecretKey string
+	// SecretKeyFile holds the session signing key, and is created with a
+	// random one when missing, so sessions survive restarts
+	// (--secret-key-file, COMFYUI_AUTH_SECRET_KEY_FILE).
+	SecretKeyFile string
+	// SessionExpire is a browser session's lifetime (--session-expire,
+	// SESSION_EXPIRE_HOURS as a number of hours; default 24h).
+	SessionExpire time.Duration
+	// GuestMode offers a Guest button on the login page (--guest-mode,
+	// GUEST_MODE_ENABLED). A GUEST_MODE file next to the hash file turns it
+	// on too, as in ComfyUI-Login.
+	GuestMode bool
+	// PublicURL is the origin browsers use to reach the gateway, such as
+	// https://comfy.example.com; when set it is the only Origin accepted on
+	// cookie-authenticated writes and websockets, and an https one makes
+	// cookies Secure. Empty: taken from each request's Host
+	// (--public-url, COMFYUI_AUTH_PUBLIC_URL).
+	PublicURL string
 }
 
 // DefaultConfig returns the defaults documented in the README.
@@ -83,6 +104,7 @@ func DefaultConfig() Config {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ShutdownTimeout:   10 * time.Second,
+		SessionExpire:     24 * time.Hour,
 	}
 }
 
@@ -111,6 +133,12 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s must be positive, got %s", name, d)
 		}
 	}
+	if c.SessionExpire < time.Minute {
+		return fmt.Errorf("session lifetime must be at least a minute, got %s (SESSION_EXPIRE_HOURS is in hours, for example 24)", c.SessionExpire)
+	}
+	if _, err := parsePublicURL(c.PublicURL); err != nil {
+		return err
+	}
 	if c.MaxHeaderBytes < 4096 {
 		return fmt.Errorf("max header bytes must be at least 4096, got %d", c.MaxHeaderBytes)
 	}
@@ -133,4 +161,17 @@ func parseUpstream(s string) (*url.URL, error) {
 	}
 	u.Path = ""
 	return u, nil
+}
+
+// parsePublicURL checks --public-url; "" gives nil (origin from Host).
+func parsePublicURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return nil, fmt.Errorf("public URL %q must be an origin such as https://comfy.example.com (scheme and host, no path)", s)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }

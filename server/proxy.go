@@ -25,7 +25,10 @@ type proxyOptions struct {
 	stripCookies []string
 	// headerTimeout bounds the wait for ComfyUI's response headers.
 	headerTimeout time.Duration
-	logger        zerolog.Logger
+	// extensionScript, when set, is appended to ComfyUI's /extensions list
+	// (the Logout button).
+	extensionScript string
+	logger          zerolog.Logger
 }
 
 // newProxy returns the reverse proxy to ComfyUI.
@@ -44,6 +47,10 @@ type proxyOptions struct {
 // the host the client addressed is rewritten to the upstream origin; any
 // other Origin is left for ComfyUI to refuse, exactly as it would without
 // the gateway.
+//
+// On the way back, a 200 JSON list from /extensions or /api/extensions gets
+// the gateway's Logout script appended (see addExtensionScript); every
+// other response passes untouched.
 //
 // Bodies stream both ways (uploads, /view downloads, websockets): nothing is
 // buffered beyond the copy buffer.
@@ -86,6 +93,9 @@ func newProxy(o proxyOptions) *httputil.ReverseProxy {
 		ModifyResponse: func(resp *http.Response) error {
 			if resp.StatusCode == http.StatusUnauthorized {
 				detectComfyUILogin(resp, o.logger, loginWarn)
+			}
+			if o.extensionScript != "" {
+				return addExtensionScript(resp, o.extensionScript)
 			}
 			return nil
 		},

@@ -31,6 +31,9 @@ type Server struct {
 	verifier *hashstore.Verifier
 	probe    *upstreamProbe
 	handler  http.Handler
+	sessions *middleware.Sessions // nil when authentication is disabled
+	throttle LoginThrottle        // nil until SetLoginThrottle
+	public   *url.URL             // --public-url, nil: from Host
 
 	// wsCtx is cancelled at shutdown to close proxied websockets, which
 	// http.Server.Shutdown does not track once hijacked.
@@ -78,12 +81,32 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			MaxWait:  cfg.BcryptMaxWait,
 		})
 	}
+	s.public, _ = parsePublicURL(cfg.PublicURL)
+	if cfg.AuthEnabled {
+		key, source, err := sessionKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if source == "" {
+			logger.Warn().Msg("no SECRET_KEY or --secret-key-file: sessions are signed with a random key for this run only, so every browser must log in again after a restart")
+		} else {
+			logger.Info().Str("source", source).Msg("session signing key loaded")
+		}
+		s.sessions = middleware.NewSessions(middleware.SessionOptions{
+			Codec:        middleware.NewSessionCodec(key),
+			Lifetime:     cfg.SessionExpire,
+			Generation:   s.generation,
+			GuestEnabled: s.guestEnabled,
+			SecureOrigin: s.public != nil && s.public.Scheme == "https",
+			Logger:       logger.With().Str("component", "sessions").Logger(),
+		})
+	}
 	s.handler = s.routes()
 	return s, nil
 }
 
 // sessionCookieNames are the gateway's own cookies, stripped before proxying.
-var sessionCookieNames = []string{"comfyui_auth_session"}
+var sessionCookieNames = []string{middleware.SessionCookie}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
@@ -93,22 +116,39 @@ func (s *Server) routes() http.Handler {
 	r.Get("/readyz", s.handleReadyz)
 	r.Head("/readyz", s.handleReadyz)
 
-	proxy := newProxy(proxyOptions{
+	po := proxyOptions{
 		upstream:      s.upstream,
 		stripCookies:  sessionCookieNames,
 		headerTimeout: s.cfg.UpstreamTimeout,
 		logger:        s.logger.With().Str("component", "proxy").Logger(),
-	})
+	}
+	if s.store != nil {
+		// The gateway's own pages: login, logout, guest status, and the
+		// stylesheet and Logout extension they use.
+		r.Get(loginPath, s.handleLoginPage)
+		r.Head(loginPath, s.handleLoginPage)
+		r.Post(loginPath, s.handleLogin)
+		r.Get(logoutPath, s.handleLogout)
+		r.Get(guestModePath, s.handleGuestMode)
+		r.Get(assetPrefix+"*", handleAsset)
+		r.Head(assetPrefix+"*", handleAsset)
+		po.extensionScript = logoutScriptPath
+	}
+	proxy := newProxy(po)
 	r.Group(func(r chi.Router) {
 		if s.store != nil {
 			r.Use(middleware.Auth(middleware.AuthOptions{
 				Hashes:          s.store,
 				Verifier:        s.verifier,
 				AcceptHashToken: s.cfg.AcceptHashToken,
-				PublicPaths:     map[string]bool{"/login": true, "/logout": true},
-				LoginPath:       "/login",
+				Sessions:        s.sessions,
+				LoginPath:       loginPath,
 				Logger:          s.logger,
 			}))
+			// Order matters: CSRF and the guest policy read how Auth let
+			// the request in, and apply to sessions only.
+			r.Use(middleware.CSRF(s.public))
+			r.Use(middleware.GuestPolicy)
 		} else {
 			r.Use(markDisabled)
 		}

@@ -76,6 +76,18 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	duration(&cfg.ReadHeaderTimeout, "COMFYUI_AUTH_READ_HEADER_TIMEOUT")
 	integer(&cfg.MaxHeaderBytes, "COMFYUI_AUTH_MAX_HEADER_BYTES")
 	duration(&cfg.ShutdownTimeout, "COMFYUI_AUTH_SHUTDOWN_TIMEOUT")
+	str(&cfg.SecretKey, "SECRET_KEY")
+	str(&cfg.SecretKeyFile, "COMFYUI_AUTH_SECRET_KEY_FILE")
+	if v, ok := getenv("SESSION_EXPIRE_HOURS"); ok && v != "" {
+		h, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || h <= 0 {
+			errs = append(errs, fmt.Sprintf("SESSION_EXPIRE_HOURS=%q is not a positive number of hours (for example 24)", v))
+		} else {
+			cfg.SessionExpire = time.Duration(h * float64(time.Hour))
+		}
+	}
+	boolean(&cfg.GuestMode, "GUEST_MODE_ENABLED")
+	str(&cfg.PublicURL, "COMFYUI_AUTH_PUBLIC_URL")
 	str(&cfg.Username, "COMFYUI_USERNAME")
 	str(&cfg.Password, "COMFYUI_PASSWORD")
 	for _, n := range []string{"COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"} {
@@ -102,6 +114,10 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", cfg.ReadHeaderTimeout, "longest time a client may take to send its headers (COMFYUI_AUTH_READ_HEADER_TIMEOUT)")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest accepted request header block (COMFYUI_AUTH_MAX_HEADER_BYTES)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "drain bound on SIGTERM (COMFYUI_AUTH_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", cfg.SecretKeyFile, "`file` with the session signing key, created when missing (COMFYUI_AUTH_SECRET_KEY_FILE; SECRET_KEY wins)")
+	fs.DurationVar(&cfg.SessionExpire, "session-expire", cfg.SessionExpire, "browser session lifetime (SESSION_EXPIRE_HOURS, in hours)")
+	fs.BoolVar(&cfg.GuestMode, "guest-mode", cfg.GuestMode, "offer a Guest button on the login page (GUEST_MODE_ENABLED, or a GUEST_MODE file next to the hash file)")
+	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "public `origin` browsers use, e.g. https://comfy.example.com; default: each request's Host (COMFYUI_AUTH_PUBLIC_URL)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
