@@ -29,8 +29,13 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 				status = http.StatusOK
 			}
 			ev := logger.Info()
-			if status >= 500 {
+			switch {
+			case status >= 500:
 				ev = logger.Warn()
+			case status == http.StatusOK && isHealthProbe(r):
+				// Docker probes /readyz every 30 s; a healthy answer is
+				// not news. An unhealthy one still logs at info.
+				ev = logger.Debug()
 			}
 			host, _, err := net.SplitHostPort(r.RemoteAddr)
 			if err != nil {
@@ -50,6 +55,10 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 			ev.Msg("request")
 		})
 	}
+}
+
+func isHealthProbe(r *http.Request) bool {
+	return r.URL.Path == "/readyz" || r.URL.Path == "/healthz"
 }
 
 // requestID keeps a client's id when it is short and plain (so it can be
