@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -112,5 +113,13 @@ func newLogger(w io.Writer) zerolog.Logger {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(w).With().Timestamp().Logger()
+	level := zerolog.InfoLevel
+	if v := os.Getenv("COMFYUI_AUTH_LOG_LEVEL"); v != "" {
+		if l, err := zerolog.ParseLevel(strings.ToLower(v)); err == nil {
+			level = l
+		} else {
+			fmt.Fprintf(w, "COMFYUI_AUTH_LOG_LEVEL=%q is not one of debug, info, warn, error; using info\n", v)
+		}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }
