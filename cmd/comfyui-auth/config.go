@@ -76,6 +76,7 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	duration(&cfg.ReadHeaderTimeout, "COMFYUI_AUTH_READ_HEADER_TIMEOUT")
 	integer(&cfg.MaxHeaderBytes, "COMFYUI_AUTH_MAX_HEADER_BYTES")
 	duration(&cfg.ShutdownTimeout, "COMFYUI_AUTH_SHUTDOWN_TIMEOUT")
+	str(&cfg.MetricsListen, "COMFYUI_AUTH_METRICS_LISTEN")
 	str(&cfg.Username, "COMFYUI_USERNAME")
 	str(&cfg.Password, "COMFYUI_PASSWORD")
 	for _, n := range []string{"COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"} {
@@ -101,6 +102,7 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "longest wait for ComfyUI's response headers before 504 (COMFYUI_AUTH_UPSTREAM_TIMEOUT)")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", cfg.ReadHeaderTimeout, "longest time a client may take to send its headers (COMFYUI_AUTH_READ_HEADER_TIMEOUT)")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest accepted request header block (COMFYUI_AUTH_MAX_HEADER_BYTES)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "`address` of the unauthenticated Prometheus /metrics endpoint, e.g. 127.0.0.1:9188; empty: off (COMFYUI_AUTH_METRICS_LISTEN)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "drain bound on SIGTERM (COMFYUI_AUTH_SHUTDOWN_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
