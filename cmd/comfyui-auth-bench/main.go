@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -85,7 +86,7 @@ func main() {
 	}
 }
 
-func run(quick bool, out string, keep bool, stdout *os.File) error {
+func run(quick bool, out string, keep bool, stdout io.Writer) error {
 	began := time.Now()
 	logf := func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(f, a...))
