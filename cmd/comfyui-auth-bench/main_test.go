@@ -27,8 +27,11 @@ func TestHistogramQuantilesWithinOnePercent(t *testing.T) {
 // TestQuickRunWritesTheReport runs every scenario in -quick mode and checks
 // the report files, not the numbers: speed targets live in the report.
 func TestQuickRunWritesTheReport(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the gateway, nginx and load for about 20 s")
+	// It loads both CPUs for about 40 s under -race, which starves the
+	// timing-sensitive tests of other packages that `go test ./...` runs in
+	// parallel, so it runs only when asked.
+	if os.Getenv("COMFYUI_AUTH_BENCH_SMOKE") == "" {
+		t.Skip("set COMFYUI_AUTH_BENCH_SMOKE=1 to build and run every scenario in -quick mode (about 40 s)")
 	}
 	out := t.TempDir()
 	devnull, _ := os.Open(os.DevNull)
