@@ -66,6 +66,9 @@ type Store struct {
 	path string // absolute Path, "" when running on Fallback only
 
 	cur atomic.Pointer[loaded]
+	// failures counts loads that were refused (each distinct bad content
+	// once), for the reload metrics.
+	failures atomic.Uint64
 
 	mu      sync.Mutex // guards changed and problem, read by Status and Changed
 	changed chan struct{}
@@ -239,6 +242,7 @@ func (s *Store) check(ctx context.Context, settled bool) {
 // fail records a problem while keeping the last good credentials.
 func (s *Store) fail(key string, perr *ParseError) {
 	s.lastKey = key
+	s.failures.Add(1)
 	s.mu.Lock()
 	s.problem = perr
 	s.mu.Unlock()
@@ -331,6 +335,7 @@ func (s *Store) Status() Status {
 		st.LastGood = cur.snap.LoadedAt
 		st.Generation = cur.snap.Generation
 	}
+	st.Failures = s.failures.Load()
 	switch {
 	case p != nil && cur == nil:
 		st.LastError = p.Message

@@ -11,11 +11,27 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Completed is what AccessLog knows about a request once it is answered.
+// Observers (metrics) receive it instead of wrapping the writer a second
+// time, so a request is timed and measured once.
+type Completed struct {
+	Info     *Info
+	Status   int
+	Bytes    int64
+	Duration time.Duration
+	// WebSocket is true for an upgrade; Duration is then the connection's
+	// whole life.
+	WebSocket bool
+}
+
 // AccessLog writes one event per request: method, path (never the query,
 // which may carry ?token=), status, bytes, duration, client address, how the
 // request was authenticated and a request id. The id is taken from a sane
 // client X-Request-Id or generated, and echoed in the response.
-func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
+//
+// Each observer is called synchronously after the log event with what was
+// logged; it must be cheap and must not block.
+func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -28,6 +44,7 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			elapsed := time.Since(start)
 			ev := logger.Info()
 			switch {
 			case status >= 500:
@@ -45,7 +62,7 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 				Str("path", r.URL.EscapedPath()).
 				Int("status", status).
 				Int64("bytes", rec.bytes).
-				Dur("duration", time.Since(start)).
+				Dur("duration", elapsed).
 				Str("client", host).
 				Str("auth", string(info.Method)).
 				Str("request_id", info.ID)
@@ -53,6 +70,13 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 				ev = ev.Str("reason", info.Reason)
 			}
 			ev.Msg("request")
+			if len(observers) > 0 {
+				c := Completed{Info: info, Status: status, Bytes: rec.bytes, Duration: elapsed,
+					WebSocket: status == http.StatusSwitchingProtocols}
+				for _, o := range observers {
+					o(c)
+				}
+			}
 		})
 	}
 }

@@ -62,6 +62,10 @@ type Config struct {
 	// MaxHeaderBytes caps request header size (--max-header-bytes,
 	// COMFYUI_AUTH_MAX_HEADER_BYTES).
 	MaxHeaderBytes int
+	// MetricsListen is the address of the Prometheus /metrics endpoint, kept
+	// off the public port because it is unauthenticated; empty turns it off
+	// (--metrics-listen, COMFYUI_AUTH_METRICS_LISTEN).
+	MetricsListen string
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM
 	// (--shutdown-timeout, COMFYUI_AUTH_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
@@ -112,6 +116,11 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen address %q is not host:port (for example 0.0.0.0:8188): %v", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listen address %q is not host:port (for example 127.0.0.1:9188): %v", c.MetricsListen, err)
+		}
 	}
 	if _, err := parseUpstream(c.Upstream); err != nil {
 		return err

@@ -34,6 +34,10 @@ type Server struct {
 	sessions *middleware.Sessions // nil when authentication is disabled
 	throttle LoginThrottle        // nil until SetLoginThrottle
 	public   *url.URL             // --public-url, nil: from Host
+	metrics  *metrics
+	// metricsLn is the separate metrics listener opened by Listen, nil
+	// when cfg.MetricsListen is empty.
+	metricsLn net.Listener
 
 	// wsCtx is cancelled at shutdown to close proxied websockets, which
 	// http.Server.Shutdown does not track once hijacked.
@@ -50,7 +54,8 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		return nil, err
 	}
 	upstream, _ := parseUpstream(cfg.Upstream)
-	s := &Server{cfg: cfg, upstream: upstream, logger: logger, probe: newUpstreamProbe(upstream)}
+	s := &Server{cfg: cfg, upstream: upstream, logger: logger, probe: newUpstreamProbe(upstream),
+		metrics: newMetrics()}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 
 	if cfg.AuthEnabled {
@@ -79,7 +84,10 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			Workers:  cfg.BcryptWorkers,
 			QueueLen: cfg.BcryptQueue,
 			MaxWait:  cfg.BcryptMaxWait,
+			OnWait:   s.metrics.bcryptWaited,
 		})
+		s.metrics.watchVerifier(s.verifier)
+		s.metrics.watchStore(s.store)
 	}
 	s.public, _ = parsePublicURL(cfg.PublicURL)
 	if cfg.AuthEnabled {
@@ -101,6 +109,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			Logger:       logger.With().Str("component", "sessions").Logger(),
 		})
 	}
+	s.metrics.watchWebsockets(s.OpenWebsockets)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -110,7 +119,7 @@ var sessionCookieNames = []string{middleware.SessionCookie}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.AccessLog(s.logger))
+	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
 	r.Get("/healthz", handleHealthz)
 	r.Head("/healthz", handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
@@ -120,6 +129,7 @@ func (s *Server) routes() http.Handler {
 		upstream:      s.upstream,
 		stripCookies:  sessionCookieNames,
 		headerTimeout: s.cfg.UpstreamTimeout,
+		onError:       s.metrics.upstreamError,
 		logger:        s.logger.With().Str("component", "proxy").Logger(),
 	}
 	if s.store != nil {
@@ -193,15 +203,41 @@ func (s *Server) Store() *hashstore.Store { return s.store }
 // Verifier returns the bcrypt verifier, nil when authentication is disabled.
 func (s *Server) Verifier() *hashstore.Verifier { return s.verifier }
 
+// MetricsHandler serves the gateway's Prometheus metrics (for tests; the
+// gateway serves it only on cfg.MetricsListen, never on the public port).
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler() }
+
+// MetricsAddr is the metrics listener's address once Listen has opened it,
+// nil when metrics are off.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
 // OpenWebsockets is the number of websockets being proxied now.
 func (s *Server) OpenWebsockets() int64 { return s.wsCount.Load() }
 
-// Listen opens the public listener, with a sentence a person can act on
-// when the port is taken.
+// Listen opens the public listener, and the metrics listener when
+// configured, with a sentence a person can act on when a port is taken.
+// Both are opened here so that a taken port stops the gateway at start.
 func (s *Server) Listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w (is another ComfyUI or gateway already using the port? set --listen / COMFYUI_AUTH_LISTEN)", s.cfg.Listen, err)
+	}
+	if s.cfg.MetricsListen != "" && s.metricsLn == nil {
+		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("cannot listen for metrics on %s: %w (set --metrics-listen / COMFYUI_AUTH_METRICS_LISTEN to a free address, or empty to turn metrics off)", s.cfg.MetricsListen, err)
+		}
+		s.metricsLn = mln
+		if !isLoopbackAddr(s.cfg.MetricsListen) {
+			s.logger.Warn().Str("metrics_listen", s.cfg.MetricsListen).
+				Msg("metrics are served without authentication on a non-loopback address; make sure only your Prometheus can reach it")
+		}
 	}
 	return ln, nil
 }
@@ -229,8 +265,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    nil,
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	var metricsSrv *http.Server
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", s.metrics.handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: 2 * time.Minute}
+		mln := s.metricsLn
+		go func() {
+			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		s.logger.Info().Str("metrics_listen", mln.Addr().String()).Msg("serving Prometheus metrics on /metrics")
+		defer metricsSrv.Close()
+	}
 	s.logger.Info().Str("listen", ln.Addr().String()).Str("upstream", s.upstream.String()).
 		Bool("auth", s.store != nil).Msg("gateway listening")
 

@@ -88,6 +88,7 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	}
 	boolean(&cfg.GuestMode, "GUEST_MODE_ENABLED")
 	str(&cfg.PublicURL, "COMFYUI_AUTH_PUBLIC_URL")
+	str(&cfg.MetricsListen, "COMFYUI_AUTH_METRICS_LISTEN")
 	str(&cfg.Username, "COMFYUI_USERNAME")
 	str(&cfg.Password, "COMFYUI_PASSWORD")
 	for _, n := range []string{"COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"} {
@@ -113,6 +114,7 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "longest wait for ComfyUI's response headers before 504 (COMFYUI_AUTH_UPSTREAM_TIMEOUT)")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", cfg.ReadHeaderTimeout, "longest time a client may take to send its headers (COMFYUI_AUTH_READ_HEADER_TIMEOUT)")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest accepted request header block (COMFYUI_AUTH_MAX_HEADER_BYTES)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "`address` of the unauthenticated Prometheus /metrics endpoint, e.g. 127.0.0.1:9188; empty: off (COMFYUI_AUTH_METRICS_LISTEN)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "drain bound on SIGTERM (COMFYUI_AUTH_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", cfg.SecretKeyFile, "`file` with the session signing key, created when missing (COMFYUI_AUTH_SECRET_KEY_FILE; SECRET_KEY wins)")
 	fs.DurationVar(&cfg.SessionExpire, "session-expire", cfg.SessionExpire, "browser session lifetime (SESSION_EXPIRE_HOURS, in hours)")
