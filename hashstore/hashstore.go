@@ -52,8 +52,12 @@ type Status struct {
 	LastError string
 	// LastGood is when the credentials in force were loaded.
 	LastGood time.Time
-	// Generation of the credentials in force (0 when none).
+	// Generation of the credentials in force (0 when none); it counts the
+	// successful loads.
 	Generation uint64
+	// Failures counts refused loads: each distinct missing, unreadable or
+	// invalid content once, whether or not good credentials were kept.
+	Failures uint64
 }
 
 // Fingerprint returns the first 8 hex digits of SHA-256 of s: enough to tell

@@ -66,6 +66,9 @@ type Store struct {
 	path string // absolute Path, "" when running on Fallback only
 
 	cur atomic.Pointer[loaded]
+	// failures counts loads that were refused (each distinct bad content
+	// once), for the reload metrics.
+	failures atomic.Uint64
 
 	mu      sync.Mutex // guards changed and problem, read by Status and Changed
 	changed chan struct{}
@@ -201,9 +204,12 @@ func (s *Store) check(ctx context.Context, settled bool) {
 		var err error
 		creds, err = Parse(data)
 		if err != nil {
-			if !errors.As(err, &perr) {
-				perr = &ParseError{Reason: ReasonNotHash, Message: err.Error()}
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				pe = &ParseError{Reason: ReasonNotHash, Message: err.Error()}
 			}
+			// Name the file: the sentence from Parse does not know it.
+			perr = &ParseError{Line: pe.Line, Reason: pe.Reason, Message: "credential file " + s.path + ": " + pe.Message}
 		}
 	}
 	if perr != nil {
@@ -236,6 +242,7 @@ func (s *Store) check(ctx context.Context, settled bool) {
 // fail records a problem while keeping the last good credentials.
 func (s *Store) fail(key string, perr *ParseError) {
 	s.lastKey = key
+	s.failures.Add(1)
 	s.mu.Lock()
 	s.problem = perr
 	s.mu.Unlock()
@@ -328,6 +335,7 @@ func (s *Store) Status() Status {
 		st.LastGood = cur.snap.LoadedAt
 		st.Generation = cur.snap.Generation
 	}
+	st.Failures = s.failures.Load()
 	switch {
 	case p != nil && cur == nil:
 		st.LastError = p.Message

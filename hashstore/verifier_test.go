@@ -54,8 +54,8 @@ func TestVerifyMatchesTheSeedVector(t *testing.T) {
 	if r.Outcome != Match || r.Line != 1 || r.Generation != 1 || r.Cached {
 		t.Fatalf("got %+v", r)
 	}
-	if r := v.Verify(context.Background(), vectorHash); r.Outcome != NoMatch {
-		t.Fatalf("the hash itself is not a raw token: %+v", r)
+	if st := v.Stats(); st.Checks != 1 {
+		t.Fatalf("checks %d, want 1", st.Checks)
 	}
 }
 

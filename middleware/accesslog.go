@@ -11,11 +11,27 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Completed is what AccessLog knows about a request once it is answered.
+// Observers (metrics) receive it instead of wrapping the writer a second
+// time, so a request is timed and measured once.
+type Completed struct {
+	Info     *Info
+	Status   int
+	Bytes    int64
+	Duration time.Duration
+	// WebSocket is true for an upgrade; Duration is then the connection's
+	// whole life.
+	WebSocket bool
+}
+
 // AccessLog writes one event per request: method, path (never the query,
 // which may carry ?token=), status, bytes, duration, client address, how the
 // request was authenticated and a request id. The id is taken from a sane
 // client X-Request-Id or generated, and echoed in the response.
-func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
+//
+// Each observer is called synchronously after the log event with what was
+// logged; it must be cheap and must not block.
+func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -28,9 +44,15 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			elapsed := time.Since(start)
 			ev := logger.Info()
-			if status >= 500 {
+			switch {
+			case status >= 500:
 				ev = logger.Warn()
+			case status == http.StatusOK && isHealthProbe(r):
+				// Docker probes /readyz every 30 s; a healthy answer is
+				// not news. An unhealthy one still logs at info.
+				ev = logger.Debug()
 			}
 			host, _, err := net.SplitHostPort(r.RemoteAddr)
 			if err != nil {
@@ -40,7 +62,7 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 				Str("path", r.URL.EscapedPath()).
 				Int("status", status).
 				Int64("bytes", rec.bytes).
-				Dur("duration", time.Since(start)).
+				Dur("duration", elapsed).
 				Str("client", host).
 				Str("auth", string(info.Method)).
 				Str("request_id", info.ID)
@@ -48,8 +70,19 @@ func AccessLog(logger zerolog.Logger) func(http.Handler) http.Handler {
 				ev = ev.Str("reason", info.Reason)
 			}
 			ev.Msg("request")
+			if len(observers) > 0 {
+				c := Completed{Info: info, Status: status, Bytes: rec.bytes, Duration: elapsed,
+					WebSocket: status == http.StatusSwitchingProtocols}
+				for _, o := range observers {
+					o(c)
+				}
+			}
 		})
 	}
+}
+
+func isHealthProbe(r *http.Request) bool {
+	return r.URL.Path == "/readyz" || r.URL.Path == "/healthz"
 }
 
 // requestID keeps a client's id when it is short and plain (so it can be

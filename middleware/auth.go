@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
@@ -193,7 +194,7 @@ func refuse(w http.ResponseWriter, r *http.Request, opts AuthOptions, reason str
 	info.Reason = reason
 	if opts.LoginPath != "" && !IsWebSocket(r) && strings.Contains(r.Header.Get("Accept"), "text/html") &&
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		http.Redirect(w, r, opts.LoginPath, http.StatusFound)
+		http.Redirect(w, r, loginRedirect(opts.LoginPath, r), http.StatusFound)
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="comfyui"`)
@@ -201,6 +202,20 @@ func refuse(w http.ResponseWriter, r *http.Request, opts AuthOptions, reason str
 		"error":  "Authentication required.",
 		"reason": reason,
 	})
+}
+
+// loginRedirect sends the browser to the login page with `next` set to the
+// page it asked for, so it lands there after logging in. The query is kept
+// unless it carries a `token`, which must not travel on to the login page.
+func loginRedirect(loginPath string, r *http.Request) string {
+	next := r.URL.EscapedPath()
+	if q := r.URL.RawQuery; q != "" && !strings.Contains(q, "token") {
+		next += "?" + q
+	}
+	if next == "/" || !SafeNextPath(next) {
+		return loginPath
+	}
+	return loginPath + "?next=" + url.QueryEscape(next)
 }
 
 // WriteJSON writes v as a JSON response with the given status.

@@ -64,6 +64,10 @@ type Config struct {
 	// MaxHeaderBytes caps request header size (--max-header-bytes,
 	// COMFYUI_AUTH_MAX_HEADER_BYTES).
 	MaxHeaderBytes int
+	// MetricsListen is the address of the Prometheus /metrics endpoint, kept
+	// off the public port because it is unauthenticated; empty turns it off
+	// (--metrics-listen, COMFYUI_AUTH_METRICS_LISTEN).
+	MetricsListen string
 	// ShutdownTimeout bounds the drain of in-flight requests on SIGTERM
 	// (--shutdown-timeout, COMFYUI_AUTH_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
@@ -91,6 +95,27 @@ type Config struct {
 	// network in clear unless a TLS proxy sits in front.
 	TLSCert string
 	TLSKey  string
+	// SecretKey signs browser session cookies (SECRET_KEY; no flag, so it
+	// never shows in the process list). Empty: SecretKeyFile, else a random
+	// key per start, which logs every browser out on restart.
+	SecretKey string
+	// SecretKeyFile holds the session signing key, and is created with a
+	// random one when missing, so sessions survive restarts
+	// (--secret-key-file, COMFYUI_AUTH_SECRET_KEY_FILE).
+	SecretKeyFile string
+	// SessionExpire is a browser session's lifetime (--session-expire,
+	// SESSION_EXPIRE_HOURS as a number of hours; default 24h).
+	SessionExpire time.Duration
+	// GuestMode offers a Guest button on the login page (--guest-mode,
+	// GUEST_MODE_ENABLED). A GUEST_MODE file next to the hash file turns it
+	// on too, as in ComfyUI-Login.
+	GuestMode bool
+	// PublicURL is the origin browsers use to reach the gateway, such as
+	// https://comfy.example.com; when set it is the only Origin accepted on
+	// cookie-authenticated writes and websockets, and an https one makes
+	// cookies Secure. Empty: taken from each request's Host
+	// (--public-url, COMFYUI_AUTH_PUBLIC_URL).
+	PublicURL string
 }
 
 // DefaultConfig returns the defaults documented in the README.
@@ -112,6 +137,7 @@ func DefaultConfig() Config {
 		MaxLoginAttempts:  5,
 		ThrottleWindow:    5 * time.Minute,
 		ThrottleLock:      time.Minute,
+		SessionExpire:     24 * time.Hour,
 	}
 }
 
@@ -119,6 +145,11 @@ func DefaultConfig() Config {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen address %q is not host:port (for example 0.0.0.0:8188): %v", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listen address %q is not host:port (for example 127.0.0.1:9188): %v", c.MetricsListen, err)
+		}
 	}
 	if _, err := parseUpstream(c.Upstream); err != nil {
 		return err
@@ -152,6 +183,12 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("set both --tls-cert and --tls-key (COMFYUI_AUTH_TLS_CERT, COMFYUI_AUTH_TLS_KEY), or neither")
 	}
+	if c.SessionExpire < time.Minute {
+		return fmt.Errorf("session lifetime must be at least a minute, got %s (SESSION_EXPIRE_HOURS is in hours, for example 24)", c.SessionExpire)
+	}
+	if _, err := parsePublicURL(c.PublicURL); err != nil {
+		return err
+	}
 	if c.MaxHeaderBytes < 4096 {
 		return fmt.Errorf("max header bytes must be at least 4096, got %d", c.MaxHeaderBytes)
 	}
@@ -174,4 +211,17 @@ func parseUpstream(s string) (*url.URL, error) {
 	}
 	u.Path = ""
 	return u, nil
+}
+
+// parsePublicURL checks --public-url; "" gives nil (origin from Host).
+func parsePublicURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		return nil, fmt.Errorf("public URL %q must be an origin such as https://comfy.example.com (scheme and host, no path)", s)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }

@@ -25,7 +25,12 @@ type proxyOptions struct {
 	stripCookies []string
 	// headerTimeout bounds the wait for ComfyUI's response headers.
 	headerTimeout time.Duration
-	logger        zerolog.Logger
+	// extensionScript, when set, is appended to ComfyUI's /extensions list
+	// (the Logout button).
+	extensionScript string
+	// onError, when set, is told the status of each upstream failure.
+	onError func(status int)
+	logger  zerolog.Logger
 }
 
 // newProxy returns the reverse proxy to ComfyUI.
@@ -44,6 +49,10 @@ type proxyOptions struct {
 // the host the client addressed is rewritten to the upstream origin; any
 // other Origin is left for ComfyUI to refuse, exactly as it would without
 // the gateway.
+//
+// On the way back, a 200 JSON list from /extensions or /api/extensions gets
+// the gateway's Logout script appended (see addExtensionScript); every
+// other response passes untouched.
 //
 // Bodies stream both ways (uploads, /view downloads, websockets): nothing is
 // buffered beyond the copy buffer.
@@ -81,11 +90,14 @@ func newProxy(o proxyOptions) *httputil.ReverseProxy {
 		Transport:     transport,
 		BufferPool:    bufferPool{},
 		ErrorLog:      nil,
-		ErrorHandler:  proxyErrorHandler(o.logger),
+		ErrorHandler:  proxyErrorHandler(o.logger, o.onError),
 		FlushInterval: 0,
 		ModifyResponse: func(resp *http.Response) error {
 			if resp.StatusCode == http.StatusUnauthorized {
 				detectComfyUILogin(resp, o.logger, loginWarn)
+			}
+			if o.extensionScript != "" {
+				return addExtensionScript(resp, o.extensionScript)
 			}
 			return nil
 		},
@@ -166,7 +178,7 @@ func withDefaultPort(host, scheme string) string {
 // proxyErrorHandler answers when ComfyUI cannot be reached or does not
 // answer in time: 502 (or 504 on timeout) with a JSON reason for API
 // clients and a small page for browsers.
-func proxyErrorHandler(logger zerolog.Logger) func(http.ResponseWriter, *http.Request, error) {
+func proxyErrorHandler(logger zerolog.Logger, onError func(int)) func(http.ResponseWriter, *http.Request, error) {
 	return func(w http.ResponseWriter, r *http.Request, err error) {
 		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 			// The client went away; nobody is left to answer.
@@ -183,6 +195,9 @@ func proxyErrorHandler(logger zerolog.Logger) func(http.ResponseWriter, *http.Re
 			reason = "ComfyUI did not answer in time."
 		case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			reason = "ComfyUI closed the connection before answering."
+		}
+		if onError != nil {
+			onError(status)
 		}
 		middleware.InfoFrom(r).Reason = "upstream: " + err.Error()
 		logger.Warn().Err(err).Str("path", r.URL.EscapedPath()).Int("status", status).Msg("upstream error")

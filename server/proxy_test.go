@@ -107,7 +107,7 @@ func TestRangeRequestsPassThrough(t *testing.T) {
 
 func dialWS(t *testing.T, g *gateway, path string, header http.Header) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Proxy: nil}
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second, Proxy: nil}
 	return d.Dial("ws"+strings.TrimPrefix(g.URL, "http")+path, header)
 }
 

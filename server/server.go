@@ -34,8 +34,15 @@ type Server struct {
 	probe    *upstreamProbe
 	handler  http.Handler
 	trusted  middleware.TrustedProxies
-	throttle *middleware.Throttle // nil when off
+	limiter  *middleware.Throttle // per-client failure throttle, nil when off
 	certs    *certReloader        // nil when serving plain HTTP
+	sessions *middleware.Sessions // nil when authentication is disabled
+	throttle LoginThrottle        // nil until SetLoginThrottle
+	public   *url.URL             // --public-url, nil: from Host
+	metrics  *metrics
+	// metricsLn is the separate metrics listener opened by Listen, nil
+	// when cfg.MetricsListen is empty.
+	metricsLn net.Listener
 
 	// wsCtx is cancelled at shutdown to close proxied websockets, which
 	// http.Server.Shutdown does not track once hijacked.
@@ -52,7 +59,8 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		return nil, err
 	}
 	upstream, _ := parseUpstream(cfg.Upstream)
-	s := &Server{cfg: cfg, upstream: upstream, logger: logger, probe: newUpstreamProbe(upstream)}
+	s := &Server{cfg: cfg, upstream: upstream, logger: logger, probe: newUpstreamProbe(upstream),
+		metrics: newMetrics()}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.trusted, _ = middleware.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	if cfg.TLSCert != "" {
@@ -86,55 +94,99 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		}
 		s.store = store
 		if cfg.MaxLoginAttempts > 0 {
-			s.throttle = middleware.NewThrottle(middleware.ThrottleOptions{
+			s.limiter = middleware.NewThrottle(middleware.ThrottleOptions{
 				MaxFailures: cfg.MaxLoginAttempts,
 				Window:      cfg.ThrottleWindow,
 				BaseLock:    cfg.ThrottleLock,
 				Trusted:     s.trusted,
 			})
+			s.throttle = loginThrottle{s.limiter}
 		}
 		s.verifier = hashstore.NewVerifier(store, hashstore.VerifierOptions{
 			Workers:  cfg.BcryptWorkers,
 			QueueLen: cfg.BcryptQueue,
 			MaxWait:  cfg.BcryptMaxWait,
+			OnWait:   s.metrics.bcryptWaited,
+		})
+		s.metrics.watchVerifier(s.verifier)
+		s.metrics.watchStore(s.store)
+	}
+	s.public, _ = parsePublicURL(cfg.PublicURL)
+	if cfg.AuthEnabled {
+		key, source, err := sessionKey(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if source == "" {
+			logger.Warn().Msg("no SECRET_KEY or --secret-key-file: sessions are signed with a random key for this run only, so every browser must log in again after a restart")
+		} else {
+			logger.Info().Str("source", source).Msg("session signing key loaded")
+		}
+		s.sessions = middleware.NewSessions(middleware.SessionOptions{
+			Codec:        middleware.NewSessionCodec(key),
+			Lifetime:     cfg.SessionExpire,
+			Generation:   s.generation,
+			GuestEnabled: s.guestEnabled,
+			SecureOrigin: s.public != nil && s.public.Scheme == "https",
+			IsHTTPS:      s.trusted.IsHTTPS,
+			Logger:       logger.With().Str("component", "sessions").Logger(),
 		})
 	}
+	s.metrics.watchWebsockets(s.OpenWebsockets)
 	s.handler = s.routes()
 	return s, nil
 }
 
 // sessionCookieNames are the gateway's own cookies, stripped before proxying.
-var sessionCookieNames = []string{"comfyui_auth_session"}
+var sessionCookieNames = []string{middleware.SessionCookie}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.AccessLog(s.logger))
+	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
 	r.Get("/healthz", handleHealthz)
 	r.Head("/healthz", handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
 	r.Head("/readyz", s.handleReadyz)
 
-	proxy := newProxy(proxyOptions{
+	po := proxyOptions{
 		upstream:      s.upstream,
 		stripCookies:  sessionCookieNames,
 		headerTimeout: s.cfg.UpstreamTimeout,
+		onError:       s.metrics.upstreamError,
 		logger:        s.logger.With().Str("component", "proxy").Logger(),
-	})
+	}
+	if s.store != nil {
+		// The gateway's own pages: login, logout, guest status, and the
+		// stylesheet and Logout extension they use.
+		r.Get(loginPath, s.handleLoginPage)
+		r.Head(loginPath, s.handleLoginPage)
+		r.Post(loginPath, s.handleLogin)
+		r.Get(logoutPath, s.handleLogout)
+		r.Get(guestModePath, s.handleGuestMode)
+		r.Get(assetPrefix+"*", handleAsset)
+		r.Head(assetPrefix+"*", handleAsset)
+		po.extensionScript = logoutScriptPath
+	}
+	proxy := newProxy(po)
 	r.Group(func(r chi.Router) {
 		if s.store != nil {
 			var throttle middleware.Throttler
-			if s.throttle != nil {
-				throttle = s.throttle
+			if s.limiter != nil {
+				throttle = s.limiter
 			}
 			r.Use(middleware.Auth(middleware.AuthOptions{
 				Throttle:        throttle,
 				Hashes:          s.store,
 				Verifier:        s.verifier,
 				AcceptHashToken: s.cfg.AcceptHashToken,
-				PublicPaths:     map[string]bool{"/login": true, "/logout": true},
-				LoginPath:       "/login",
+				Sessions:        s.sessions,
+				LoginPath:       loginPath,
 				Logger:          s.logger,
 			}))
+			// Order matters: CSRF and the guest policy read how Auth let
+			// the request in, and apply to sessions only.
+			r.Use(middleware.CSRF(s.public))
+			r.Use(middleware.GuestPolicy)
 		} else {
 			r.Use(markDisabled)
 		}
@@ -191,26 +243,55 @@ func (s *Server) Verifier() *hashstore.Verifier { return s.verifier }
 // (Locked before checking a password, Failed after a wrong one); nil when
 // MaxLoginAttempts is 0 or authentication is off.
 func (s *Server) Throttle() middleware.Throttler {
-	if s.throttle == nil {
+	if s.limiter == nil {
 		return nil
 	}
-	return s.throttle
+	return s.limiter
 }
 
-// SecureCookies reports whether cookies set in answer to r must carry the
-// Secure flag: the client connected over TLS, directly or through a trusted
-// proxy that said so in X-Forwarded-Proto.
-func (s *Server) SecureCookies(r *http.Request) bool { return s.trusted.IsHTTPS(r) }
+// SecureCookies reports whether cookies set in answer to r carry the Secure
+// flag, the same decision the session cookie makes: --public-url is https,
+// or the client connected over TLS, directly or through a proxy (a trusted
+// one, or one on a private address) that said so in X-Forwarded-Proto.
+func (s *Server) SecureCookies(r *http.Request) bool {
+	return s.public != nil && s.public.Scheme == "https" || middleware.RequestIsHTTPS(r) || s.trusted.IsHTTPS(r)
+}
+
+// MetricsHandler serves the gateway's Prometheus metrics (for tests; the
+// gateway serves it only on cfg.MetricsListen, never on the public port).
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler() }
+
+// MetricsAddr is the metrics listener's address once Listen has opened it,
+// nil when metrics are off.
+func (s *Server) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
 
 // OpenWebsockets is the number of websockets being proxied now.
 func (s *Server) OpenWebsockets() int64 { return s.wsCount.Load() }
 
-// Listen opens the public listener, with a sentence a person can act on
-// when the port is taken.
+// Listen opens the public listener, and the metrics listener when
+// configured, with a sentence a person can act on when a port is taken.
+// Both are opened here so that a taken port stops the gateway at start.
 func (s *Server) Listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen on %s: %w (is another ComfyUI or gateway already using the port? set --listen / COMFYUI_AUTH_LISTEN)", s.cfg.Listen, err)
+	}
+	if s.cfg.MetricsListen != "" && s.metricsLn == nil {
+		mln, err := net.Listen("tcp", s.cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("cannot listen for metrics on %s: %w (set --metrics-listen / COMFYUI_AUTH_METRICS_LISTEN to a free address, or empty to turn metrics off)", s.cfg.MetricsListen, err)
+		}
+		s.metricsLn = mln
+		if !isLoopbackAddr(s.cfg.MetricsListen) {
+			s.logger.Warn().Str("metrics_listen", s.cfg.MetricsListen).
+				Msg("metrics are served without authentication on a non-loopback address; make sure only your Prometheus can reach it")
+		}
 	}
 	return ln, nil
 }
@@ -240,13 +321,27 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// all day on a public port: debug level, in the structured log.
 		ErrorLog: log.New(debugWriter{s.logger.With().Str("component", "http").Logger()}, "", 0),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	if s.certs != nil {
 		srv.TLSConfig = s.certs.tlsConfig()
 		// ServeTLS, not Serve on a tls.Listener: it also sets up HTTP/2.
 		go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	} else {
 		go func() { errc <- srv.Serve(ln) }()
+	}
+	var metricsSrv *http.Server
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", s.metrics.handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: 2 * time.Minute}
+		mln := s.metricsLn
+		go func() {
+			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		s.logger.Info().Str("metrics_listen", mln.Addr().String()).Msg("serving Prometheus metrics on /metrics")
+		defer metricsSrv.Close()
 	}
 	s.logger.Info().Str("listen", ln.Addr().String()).Str("upstream", s.upstream.String()).
 		Bool("auth", s.store != nil).Bool("tls", s.certs != nil).Msg("gateway listening")

@@ -1,16 +1,14 @@
 package server
 
 import (
-	"strings"
-
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // checkServerToken compares the raw token the deployment hands the server
 // (COMFYUI_AUTH_TOKEN / QWEN_API_TOKEN) with the loaded hashes once at start.
 // A desynchronised token and hash caused most 401s in the deployment this
-// gateway drops into, so a mismatch is an error naming both fingerprints.
+// gateway drops into, so a mismatch is an error saying which mix-up it is,
+// with the same diagnosis `comfyui-auth token check` prints.
 func (s *Server) checkServerToken() {
 	if s.cfg.ServerToken == "" {
 		return
@@ -24,24 +22,13 @@ func (s *Server) checkServerToken() {
 		s.logger.Warn().Str("variable", name).Msg("cannot check the server token: no valid credential is loaded yet")
 		return
 	}
-	tok := s.cfg.ServerToken
-	if _, _, ok := s.store.MatchHash(tok); ok {
-		s.logger.Info().Str("variable", name).Msg(name + " holds the bcrypt hash itself, not the raw token; clients may send it as a Bearer token while hash tokens are accepted")
-		return
+	d := hashstore.Diagnose(s.cfg.ServerToken, snap.Creds, s.cfg.AcceptHashToken)
+	d.Source = snap.Source
+	ev := s.logger.Info()
+	if !d.OK() {
+		ev = s.logger.Error()
 	}
-	if len(tok) <= hashstore.MaxTokenBytes {
-		for i, h := range snap.Creds.Hashes {
-			if bcrypt.CompareHashAndPassword([]byte(h), []byte(tok)) == nil {
-				s.logger.Info().Str("variable", name).Int("hash_line", i+1).Msg(name + " matches the hash file")
-				return
-			}
-		}
-	}
-	hint := "regenerate the pair with `comfyui-auth token generate`, or fix whichever of the two is stale"
-	if strings.HasPrefix(tok, "$2") || strings.HasPrefix(tok, "2a") || strings.HasPrefix(tok, "2b") || strings.HasPrefix(tok, "2y") {
-		hint = "it looks like a bcrypt hash, but a different one (or one cut by Compose's `$` interpolation: escape `$` as `$$`)"
-	}
-	s.logger.Error().Str("variable", name).Str("token_fingerprint", hashstore.Fingerprint(tok)).
-		Strs("hash_fingerprints", snap.Fingerprints).Str("hash_source", snap.Source).
-		Msg(name + " does not match the hash file: clients using that token will get 401; " + hint)
+	ev.Str("variable", name).Str("diagnosis", d.Kind.String()).
+		Str("token_fingerprint", d.ValueFingerprint).Strs("hash_fingerprints", snap.Fingerprints).
+		Str("hash_source", snap.Source).Msg(name + ": " + d.Sentence())
 }

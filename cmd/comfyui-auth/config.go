@@ -82,6 +82,19 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	str(&cfg.TrustedProxies, "COMFYUI_AUTH_TRUSTED_PROXIES")
 	str(&cfg.TLSCert, "COMFYUI_AUTH_TLS_CERT")
 	str(&cfg.TLSKey, "COMFYUI_AUTH_TLS_KEY")
+	str(&cfg.SecretKey, "SECRET_KEY")
+	str(&cfg.SecretKeyFile, "COMFYUI_AUTH_SECRET_KEY_FILE")
+	if v, ok := getenv("SESSION_EXPIRE_HOURS"); ok && v != "" {
+		h, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || h <= 0 {
+			errs = append(errs, fmt.Sprintf("SESSION_EXPIRE_HOURS=%q is not a positive number of hours (for example 24)", v))
+		} else {
+			cfg.SessionExpire = time.Duration(h * float64(time.Hour))
+		}
+	}
+	boolean(&cfg.GuestMode, "GUEST_MODE_ENABLED")
+	str(&cfg.PublicURL, "COMFYUI_AUTH_PUBLIC_URL")
+	str(&cfg.MetricsListen, "COMFYUI_AUTH_METRICS_LISTEN")
 	str(&cfg.Username, "COMFYUI_USERNAME")
 	str(&cfg.Password, "COMFYUI_PASSWORD")
 	for _, n := range []string{"COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"} {
@@ -107,6 +120,7 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "longest wait for ComfyUI's response headers before 504 (COMFYUI_AUTH_UPSTREAM_TIMEOUT)")
 	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", cfg.ReadHeaderTimeout, "longest time a client may take to send its headers (COMFYUI_AUTH_READ_HEADER_TIMEOUT)")
 	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest accepted request header block (COMFYUI_AUTH_MAX_HEADER_BYTES)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "`address` of the unauthenticated Prometheus /metrics endpoint, e.g. 127.0.0.1:9188; empty: off (COMFYUI_AUTH_METRICS_LISTEN)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "drain bound on SIGTERM (COMFYUI_AUTH_SHUTDOWN_TIMEOUT)")
 	fs.IntVar(&cfg.MaxLoginAttempts, "max-login-attempts", cfg.MaxLoginAttempts, "wrong raw tokens or passwords per client within --throttle-window before a 429 lockout; 0 disables (MAX_LOGIN_ATTEMPTS)")
 	fs.DurationVar(&cfg.ThrottleWindow, "throttle-window", cfg.ThrottleWindow, "period failures are counted over (COMFYUI_AUTH_THROTTLE_WINDOW)")
@@ -114,6 +128,10 @@ func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config
 	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "comma-separated `CIDRs` of proxies whose X-Forwarded-For/-Proto are believed (COMFYUI_AUTH_TRUSTED_PROXIES)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate `file`; with --tls-key serves HTTPS and HTTP/2, reloaded on change (COMFYUI_AUTH_TLS_CERT)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key `file` for --tls-cert (COMFYUI_AUTH_TLS_KEY)")
+	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", cfg.SecretKeyFile, "`file` with the session signing key, created when missing (COMFYUI_AUTH_SECRET_KEY_FILE; SECRET_KEY wins)")
+	fs.DurationVar(&cfg.SessionExpire, "session-expire", cfg.SessionExpire, "browser session lifetime (SESSION_EXPIRE_HOURS, in hours)")
+	fs.BoolVar(&cfg.GuestMode, "guest-mode", cfg.GuestMode, "offer a Guest button on the login page (GUEST_MODE_ENABLED, or a GUEST_MODE file next to the hash file)")
+	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "public `origin` browsers use, e.g. https://comfy.example.com; default: each request's Host (COMFYUI_AUTH_PUBLIC_URL)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

@@ -61,7 +61,7 @@ type entrypointConfig struct {
 	// GatewayCommand is the gateway's argv; Path is argv[0] unless GatewayPath
 	// is set.
 	GatewayCommand []string
-	// GatewayPath is the executable to run for the gateway (/proc/self/exe).
+	// GatewayPath is the executable to run for the gateway: this binary.
 	GatewayPath string
 	// GatewayEnv is the gateway's environment (the entrypoint's, with the
 	// upstream pointed at ComfyUI's internal port).
@@ -117,6 +117,11 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 		StopTimeout:  defaultStopTimeout,
 		GatewayPath:  "/proc/self/exe",
 	}
+	// The resolved path gives the gateway a readable process name
+	// ("comfyui-auth", not "exe") in ps and /proc.
+	if exe, err := os.Executable(); err == nil {
+		cfg.GatewayPath = exe
+	}
 	if v := env["COMFYUI_DIR"]; v != "" {
 		cfg.ComfyDir = v
 	}
@@ -154,7 +159,18 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 	cfg.ComfyEnv = withoutEnv(environ, comfySecretEnv...)
 	cfg.GatewayCommand = []string{"comfyui-auth", "serve"}
 	cfg.GatewayEnv = withEnv(environ, "COMFYUI_AUTH_UPSTREAM", fmt.Sprintf("http://127.0.0.1:%d", cfg.InternalPort))
+	if _, ok := env["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"]; !ok {
+		// The gateway drains connections on SIGTERM; it must finish
+		// before the entrypoint's SIGKILL, which comes before Docker's.
+		cfg.GatewayEnv = withEnv(cfg.GatewayEnv, "COMFYUI_AUTH_SHUTDOWN_TIMEOUT", gatewayDrainTime(cfg.StopTimeout).String())
+	}
 	return cfg, nil
+}
+
+// gatewayDrainTime leaves the gateway three quarters of the stop timeout to
+// drain, and the rest as margin for the exit itself.
+func gatewayDrainTime(stop time.Duration) time.Duration {
+	return (stop * 3 / 4).Round(time.Millisecond)
 }
 
 // parseStopTimeout accepts a Go duration ("8s", "1m") or whole seconds ("8"),
@@ -284,12 +300,27 @@ func exitCode(ws syscall.WaitStatus) int {
 	}
 }
 
+// signalName names a signal the way people write it: SIGKILL, not "killed".
+func signalName(sig syscall.Signal) string {
+	names := map[syscall.Signal]string{
+		syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT",
+		syscall.SIGILL: "SIGILL", syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS",
+		syscall.SIGFPE: "SIGFPE", syscall.SIGKILL: "SIGKILL", syscall.SIGSEGV: "SIGSEGV",
+		syscall.SIGPIPE: "SIGPIPE", syscall.SIGTERM: "SIGTERM", syscall.SIGUSR1: "SIGUSR1",
+		syscall.SIGUSR2: "SIGUSR2",
+	}
+	if n, ok := names[sig]; ok {
+		return n
+	}
+	return fmt.Sprintf("signal %d (%s)", int(sig), sig)
+}
+
 func describeStatus(ws syscall.WaitStatus) string {
 	switch {
 	case ws.Exited():
 		return fmt.Sprintf("exited with status %d", ws.ExitStatus())
 	case ws.Signaled():
-		return fmt.Sprintf("was killed by signal %s", ws.Signal())
+		return fmt.Sprintf("was killed by %s", signalName(ws.Signal()))
 	default:
 		return fmt.Sprintf("stopped (wait status %#x)", uint32(ws))
 	}
@@ -377,7 +408,7 @@ func (s *supervisor) signal(sig syscall.Signal) {
 		// The group leader is not reaped yet (exited is false), so its
 		// pid is still its group's id and cannot have been reused.
 		if err := syscall.Kill(-c.proc.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			s.logf("could not send %s to %s (pid %d): %v", sig, c.name, c.proc.Pid, err)
+			s.logf("could not send %s to %s (pid %d): %v", signalName(sig), c.name, c.proc.Pid, err)
 		}
 	}
 }
@@ -523,12 +554,12 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 			}
 			ss := sig.(syscall.Signal)
 			if stopping {
-				s.logf("received %s again; killing what is left.", ss)
+				s.logf("received %s again; killing what is left.", signalName(ss))
 				s.signal(syscall.SIGKILL)
 				killed = true
 				continue
 			}
-			s.logf("received %s; passing it on to ComfyUI and the gateway (they have %s to stop).", ss, cfg.StopTimeout)
+			s.logf("received %s; passing it on to ComfyUI and the gateway (they have %s to stop).", signalName(ss), cfg.StopTimeout)
 			stop(ss)
 		case <-deadline:
 			deadline = nil

@@ -100,6 +100,9 @@ func TestComfyUIKilledBySignalExitsWith128PlusSignal(t *testing.T) {
 	if code := s.wait(t, 10*time.Second); code != 137 {
 		t.Fatalf("exit code = %d, want 137; stderr:\n%s", code, s.errOut)
 	}
+	if !strings.Contains(s.errOut.String(), "ComfyUI was killed by SIGKILL") {
+		t.Errorf("stderr does not name the signal:\n%s", s.errOut)
+	}
 }
 
 func TestGatewayDeathStopsComfyUIAndExitsNonZero(t *testing.T) {
@@ -303,6 +306,9 @@ func TestEntrypointConfigPrecedence(t *testing.T) {
 			gw := envMap(cfg.GatewayEnv)
 			if want := "http://127.0.0.1:" + strconv.Itoa(cfg.InternalPort); gw["COMFYUI_AUTH_UPSTREAM"] != want {
 				t.Errorf("gateway upstream %q, want %q", gw["COMFYUI_AUTH_UPSTREAM"], want)
+			}
+			if gw["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"] != "6s" {
+				t.Errorf("gateway drain time %q, want 6s (within the 8s stop timeout)", gw["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"])
 			}
 			if gw["COMFYUI_AUTH_TOKEN"] != "raw" {
 				t.Errorf("the gateway lost COMFYUI_AUTH_TOKEN")

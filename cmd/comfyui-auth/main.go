@@ -1,6 +1,7 @@
 // Command comfyui-auth is the authenticating gateway in front of ComfyUI:
 // `comfyui-auth serve` runs it, `comfyui-auth healthcheck` probes it for
-// Docker's HEALTHCHECK.
+// Docker's HEALTHCHECK, and `token`, `hash` and `probe` make, rotate and
+// diagnose the credentials.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +30,11 @@ Usage:
   comfyui-auth serve [flags]         run the gateway (see serve --help)
   comfyui-auth healthcheck [--url U] exit 0 when the gateway is ready, 1 otherwise
   comfyui-auth entrypoint            container entrypoint: run ComfyUI on loopback and the gateway
+  comfyui-auth token generate        make a raw token (.env.generated) and its bcrypt hash file
+  comfyui-auth token rotate          add a new token beside the old one, then retire the old one
+  comfyui-auth token check           say why a token does or does not match the hash file
+  comfyui-auth hash                  print the bcrypt hash of a password read from stdin
+  comfyui-auth probe --url U         call a running gateway and explain its answer (401, 502, ...)
   comfyui-auth version               print the version
 `
 
@@ -49,6 +56,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runHealthcheck(args[1:], stdout, stderr)
 	case "entrypoint":
 		return runEntrypoint(args[1:], stdout, stderr)
+	case "token":
+		return runToken(args[1:], os.Stdin, stdout, stderr)
+	case "hash":
+		return runHash(args[1:], os.Stdin, stdout, stderr)
+	case "probe":
+		return runProbe(args[1:], os.LookupEnv, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "comfyui-auth", version)
 		return 0
@@ -100,5 +113,13 @@ func newLogger(w io.Writer) zerolog.Logger {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(w).With().Timestamp().Logger()
+	level := zerolog.InfoLevel
+	if v := os.Getenv("COMFYUI_AUTH_LOG_LEVEL"); v != "" {
+		if l, err := zerolog.ParseLevel(strings.ToLower(v)); err == nil {
+			level = l
+		} else {
+			fmt.Fprintf(w, "COMFYUI_AUTH_LOG_LEVEL=%q is not one of debug, info, warn, error; using info\n", v)
+		}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
 }

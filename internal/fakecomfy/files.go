@@ -277,11 +277,27 @@ func (r *syntheticReader) Read(p []byte) (int, error) {
 	if rem := r.size - r.off; int64(len(p)) > rem {
 		p = p[:rem]
 	}
-	for i := range p {
-		p[i] = SyntheticByte(r.off + int64(i))
-	}
+	fillSynthetic(p, r.off)
 	r.off += int64(len(p))
 	return len(p), nil
+}
+
+// syntheticPeriod is one period of SyntheticByte, copied rather than computed
+// byte by byte so multi-GB downloads stay cheap.
+var syntheticPeriod = func() []byte {
+	b := make([]byte, 251)
+	for i := range b {
+		b[i] = SyntheticByte(int64(i))
+	}
+	return b
+}()
+
+// fillSynthetic fills p with the synthetic bytes starting at offset off.
+func fillSynthetic(p []byte, off int64) {
+	for start := int(off % 251); len(p) > 0; start = 0 {
+		n := copy(p, syntheticPeriod[start:])
+		p = p[n:]
+	}
 }
 
 func (r *syntheticReader) Seek(offset int64, whence int) (int64, error) {

@@ -36,6 +36,7 @@ type historyEntry struct {
 type promptQueue struct {
 	s         *Server
 	mu        sync.Mutex
+	admit     sync.Mutex // held across enqueue and its status event, so that event precedes execution_start
 	number    int
 	pending   []*queueItem
 	running   *queueItem
@@ -74,11 +75,13 @@ func (q *promptQueue) infoLocked() map[string]any {
 
 func (q *promptQueue) put(it *queueItem) {
 	q.startOnce.Do(func() { go q.worker() })
+	q.admit.Lock()
 	q.mu.Lock()
 	q.pending = append(q.pending, it)
 	sort.SliceStable(q.pending, func(i, j int) bool { return toFloat(q.pending[i].number) < toFloat(q.pending[j].number) })
 	q.mu.Unlock()
 	q.s.queueUpdated()
+	q.admit.Unlock()
 	select {
 	case q.wake <- struct{}{}:
 	default:
@@ -101,6 +104,7 @@ func (s *Server) queueUpdated() {
 
 func (q *promptQueue) worker() {
 	for {
+		q.admit.Lock()
 		q.mu.Lock()
 		var it *queueItem
 		if len(q.pending) > 0 {
@@ -108,6 +112,7 @@ func (q *promptQueue) worker() {
 			q.running = it
 		}
 		q.mu.Unlock()
+		q.admit.Unlock()
 		if it == nil {
 			select {
 			case <-q.wake:

@@ -42,8 +42,10 @@ type Options struct {
 	// refused.
 	DisableOriginCheck bool
 
-	// Delay, when set, is called for every request before it is handled; the
-	// request waits that long (or until its context ends). For timeout tests.
+	// Delay, when set, is called for every request after it is recorded and
+	// before the origin check; the request then waits the returned duration
+	// or until its context ends. The hook may also block (on a channel, say)
+	// to hold a request for exactly as long as a test wants. For timeout tests.
 	Delay func(r *http.Request) time.Duration
 
 	// StepDelay is the pause between the websocket frames of a fake execution.

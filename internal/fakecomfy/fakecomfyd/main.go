@@ -4,6 +4,10 @@
 // --max-upload-size too, and every other ComfyUI flag is accepted and ignored
 // so a compose file or entrypoint written for the real ComfyUI runs unchanged.
 //
+// --fake-broadcast-every D is the fake's own flag, for the websocket
+// benchmark: every D it broadcasts a small `bench_tick` frame carrying the
+// send time, so a client can measure delivery latency through the gateway.
+//
 // --enable-cors-header is ignored on purpose: in ComfyUI it switches the
 // origin check off, and the gateway must work with the check on.
 package main
@@ -29,6 +33,7 @@ type config struct {
 	listen        []string
 	port          int
 	maxUploadSize int64
+	broadcast     time.Duration
 }
 
 // parseArgs reads main.py's flags. "--listen" alone means "0.0.0.0,::", as
@@ -65,6 +70,12 @@ func parseArgs(args []string) (config, error) {
 				return cfg, fmt.Errorf("--max-upload-size %q: want a size in MB, such as 100", value)
 			}
 			cfg.maxUploadSize = int64(mb * 1024 * 1024)
+		case "--fake-broadcast-every":
+			d, err := time.ParseDuration(value)
+			if err != nil || d <= 0 {
+				return cfg, fmt.Errorf("--fake-broadcast-every %q: want a positive duration, such as 1s", value)
+			}
+			cfg.broadcast = d
 		}
 	}
 	return cfg, nil
@@ -118,6 +129,9 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if cfg.broadcast > 0 {
+		go tick(ctx, fake, cfg.broadcast)
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -130,6 +144,20 @@ func run() error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// tick broadcasts the send time every d until ctx is done.
+func tick(ctx context.Context, fake *fakecomfy.Server, d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fake.Broadcast(map[string]any{"type": "bench_tick", "data": map[string]int64{"sent_unix_nano": time.Now().UnixNano()}})
+		}
+	}
 }
 
 func main() {

@@ -1,0 +1,429 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/hashstore"
+	"golang.org/x/crypto/bcrypt"
+)
+
+const tokenUsage = `Usage:
+  comfyui-auth token generate [--out-dir .secrets] [--name qwen-api-user] [--cost 12] [--force] [--compose-env]
+  comfyui-auth token rotate   [--hash-file F] [--keep-old DURATION | --retire-old]
+  comfyui-auth token check    [--hash-file F] [--token T]
+`
+
+// tokenAlphabet is RFC 3986's unreserved set minus `.` and `~`: nothing in it
+// is special to sh, to a URL, or to a .env parser, so the token never needs
+// quoting. 64 symbols make each character exactly 6 random bits.
+const tokenAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+// tokenLen is 32 characters: 192 bits, and the length the deployment's
+// clients already expect.
+const tokenLen = 32
+
+// clientTokenVars are where `token check` and `probe` look for a token, in
+// order: the client's raw token first, then the names the deployment uses.
+var clientTokenVars = []string{"QWEN_API_USER_TOKEN", "COMFYUI_API_TOKEN", "COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"}
+
+func runToken(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, tokenUsage)
+		return 2
+	}
+	switch args[0] {
+	case "generate":
+		return runTokenGenerate(args[1:], stdout, stderr)
+	case "rotate":
+		return runTokenRotate(context.Background(), args[1:], stdout, stderr)
+	case "check":
+		return runTokenCheck(args[1:], stdin, os.LookupEnv, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, tokenUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "comfyui-auth token: unknown command %q\n\n%s", args[0], tokenUsage)
+	return 2
+}
+
+// newToken returns tokenLen characters of tokenAlphabet from crypto/rand.
+func newToken() (string, error) {
+	b := make([]byte, tokenLen)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("reading the system's random source: %w", err)
+	}
+	for i := range b {
+		b[i] = tokenAlphabet[b[i]&63] // 256 is a multiple of 64: no bias
+	}
+	return string(b), nil
+}
+
+// envVarFor turns a credential name into the client variable that holds its
+// raw token: qwen-api-user → QWEN_API_USER_TOKEN, as the old Python tool did.
+func envVarFor(name string) string {
+	var b strings.Builder
+	for _, c := range strings.ToUpper(name) {
+		if c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String() + "_TOKEN"
+}
+
+// parseFlags parses fs and turns its outcome into an exit code: -1 to go on,
+// 0 after --help, 2 on a usage error.
+func parseFlags(fs *flag.FlagSet, args []string) int {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q (flags start with --)\n", fs.Name(), fs.Arg(0))
+		return 2
+	}
+	return -1
+}
+
+// costFloor is the lowest --cost accepted; tests lower it so that bcrypt
+// under the race detector stays cheap.
+var costFloor = 10
+
+func checkCost(cost int, stderr io.Writer, cmd string) bool {
+	if cost < costFloor || cost > 14 {
+		fmt.Fprintf(stderr, "%s: --cost %d is outside 10..14: below, a leaked hash is cheap to brute-force; above, each check costs the server seconds of CPU\n", cmd, cost)
+		return false
+	}
+	return true
+}
+
+// writeEnvFile writes the raw token for clients, readable by its owner only.
+func writeEnvFile(path, varName, token, hashFP string, exclusive bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if exclusive {
+		flags |= os.O_EXCL
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing the token file %s: %w", path, err)
+	}
+	content := fmt.Sprintf("# raw token for clients (comfyui-auth, %s); server hash fingerprint %s. Never commit this file.\n%s=%s\n",
+		time.Now().UTC().Format(time.RFC3339), hashFP, varName, token)
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Chmod(0o600) // an existing file keeps its old mode otherwise
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing the token file %s: %w", path, err)
+	}
+	return nil
+}
+
+// shellQuote quotes a path for a copy-pasted command line only when needed.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, tokenAlphabet+"./") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// curlLine is a command that reads the token from the file at use time, so
+// the token never appears on screen or in shell history.
+func curlLine(envFile, varName string) string {
+	return fmt.Sprintf(`curl -H "Authorization: Bearer $(sed -n 's/^%s=//p' %s)" http://localhost:8188/system_stats`, varName, shellQuote(envFile))
+}
+
+func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("comfyui-auth token generate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	outDir := fs.String("out-dir", ".secrets", "`directory` for .env.generated (raw token) and <name>.token (hash)")
+	name := fs.String("name", "qwen-api-user", "credential `name`: the hash goes to <name>.token, the token to <NAME>_TOKEN")
+	cost := fs.Int("cost", 12, "bcrypt `cost` (10..14)")
+	force := fs.Bool("force", false, "overwrite existing files (clients holding the old token get 401; see `token rotate` to avoid that)")
+	composeEnv := fs.Bool("compose-env", false, "also print the hash escaped for a Compose .env (each `$` doubled)")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if !checkCost(*cost, stderr, fs.Name()) {
+		return 2
+	}
+	if *name == "" || strings.ContainsAny(*name, `/\`) {
+		fmt.Fprintf(stderr, "%s: --name %q must be a plain file name such as qwen-api-user\n", fs.Name(), *name)
+		return 2
+	}
+	envFile := filepath.Join(*outDir, ".env.generated")
+	hashFile := filepath.Join(*outDir, *name+".token")
+	varName := envVarFor(*name)
+
+	if !*force {
+		for _, p := range []string{envFile, hashFile} {
+			if _, err := os.Lstat(p); err == nil {
+				fmt.Fprintf(stderr, "%s: %s already exists; nothing was written. Pass --force to replace the pair (clients holding the old token then get 401), or use `comfyui-auth token rotate --hash-file %s` to change it without downtime\n",
+					fs.Name(), p, shellQuote(hashFile))
+				return 1
+			}
+		}
+	}
+	if _, err := os.Stat(*outDir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(*outDir, 0o700); err != nil {
+			fmt.Fprintf(stderr, "%s: creating %s: %v\n", fs.Name(), *outDir, err)
+			return 1
+		}
+		_ = os.Chmod(*outDir, 0o700) // MkdirAll's mode went through the umask
+	}
+
+	token, err := newToken()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(token), *cost)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: hashing the token: %v\n", fs.Name(), err)
+		return 1
+	}
+	hash := string(h)
+	fp := hashstore.Fingerprint(hash)
+
+	if err := writeHashFile(hashFile, hash+"\n"); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	if err := writeEnvFile(envFile, varName, token, fp, !*force); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "server: %s (mode 0644, bcrypt hash, fingerprint %s)\n", hashFile, fp)
+	fmt.Fprintf(stdout, "  the gateway mounts this file: COMFYUI_AUTH_TOKEN_FILE=/workspace/ComfyUI/.secrets/%s.token (mount the %s directory, not the single file)\n", *name, *outDir)
+	fmt.Fprintf(stdout, "clients: %s (mode 0600, %s=<the raw token>)\n", envFile, varName)
+	fmt.Fprintf(stdout, "  clients send the raw token as `Authorization: Bearer <token>`; keep this file out of git\n")
+	fmt.Fprintf(stdout, "try it:\n  %s\n", curlLine(envFile, varName))
+	if *composeEnv {
+		fmt.Fprintf(stdout, "for a Compose .env, the hash with each `$` doubled (for clients that send the hash, e.g. the idle-monitor sidecar):\n  COMFYUI_BEARER_TOKEN=%s\n",
+			strings.ReplaceAll(hash, "$", "$$"))
+	}
+	return 0
+}
+
+// writeHashFile writes the hash file world-readable (the container user must
+// read it). An existing file is rewritten in place, because a single-file
+// bind mount would never see a new inode.
+func writeHashFile(path, content string) error {
+	if _, err := os.Stat(path); err == nil {
+		if err := hashstore.WriteInPlace(path, []byte(content)); err != nil {
+			return err
+		}
+		return os.Chmod(path, 0o644)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("writing the hash file %s: %w", path, err)
+	}
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Chmod(0o644) // the umask may have removed bits
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing the hash file %s: %w", path, err)
+	}
+	return nil
+}
+
+// defaultHashFile is the hash file the commands act on without --hash-file:
+// the server's variable when set (the same file the gateway reads), else the
+// path `token generate` writes by default.
+func defaultHashFile(getenv env) string {
+	if v, ok := getenv("COMFYUI_AUTH_TOKEN_FILE"); ok && v != "" {
+		return v
+	}
+	return filepath.Join(".secrets", "qwen-api-user.token")
+}
+
+func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("comfyui-auth token rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	hashFile := fs.String("hash-file", defaultHashFile(os.LookupEnv), "credential `file` to rotate in place (COMFYUI_AUTH_TOKEN_FILE)")
+	envFile := fs.String("env-file", "", "where the new raw token goes (default: .env.generated beside the hash file)")
+	keepOld := fs.Duration("keep-old", 0, "after adding the new hash, wait this `long`, then remove the old hashes (Ctrl-C keeps both)")
+	retireOld := fs.Bool("retire-old", false, "only remove every hash but the newest; run it once every client uses the new token")
+	cost := fs.Int("cost", 12, "bcrypt `cost` for the new hash (10..14)")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if *retireOld && *keepOld != 0 {
+		fmt.Fprintf(stderr, "%s: --keep-old and --retire-old exclude each other: --keep-old adds a token and retires later, --retire-old only retires\n", fs.Name())
+		return 2
+	}
+	if *keepOld < 0 {
+		fmt.Fprintf(stderr, "%s: --keep-old must be positive, like 10m\n", fs.Name())
+		return 2
+	}
+	if !checkCost(*cost, stderr, fs.Name()) {
+		return 2
+	}
+	if *retireOld {
+		return retire(*hashFile, stdout, stderr)
+	}
+
+	if *envFile == "" {
+		*envFile = filepath.Join(filepath.Dir(*hashFile), ".env.generated")
+	}
+	varName := envVarFor(strings.TrimSuffix(filepath.Base(*hashFile), ".token"))
+	token, err := newToken()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(token), *cost)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: hashing the token: %v\n", fs.Name(), err)
+		return 1
+	}
+	fp := hashstore.Fingerprint(string(h))
+	// The token file first, keeping its old content: if appending the hash
+	// then fails, the old content is put back and nothing changed.
+	oldEnv, oldEnvErr := os.ReadFile(*envFile)
+	if err := writeEnvFile(*envFile, varName, token, fp, false); err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
+		return 1
+	}
+	creds, err := hashstore.AppendHash(*hashFile, string(h))
+	if err != nil {
+		if oldEnvErr == nil {
+			_ = os.WriteFile(*envFile, oldEnv, 0o600)
+		} else {
+			_ = os.Remove(*envFile)
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "added hash %d (fingerprint %s) to %s in place; the running gateway reloads it without restart, and the old token stays valid\n", len(creds.Hashes), fp, *hashFile)
+	fmt.Fprintf(stdout, "new raw token: %s (mode 0600, %s); move clients to it:\n  %s\n", *envFile, varName, curlLine(*envFile, varName))
+	if *keepOld == 0 {
+		fmt.Fprintf(stdout, "once every client uses the new token, remove the old hash: comfyui-auth token rotate --retire-old --hash-file %s\n", shellQuote(*hashFile))
+		return 0
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	deadline := time.Now().Add(*keepOld)
+	fmt.Fprintf(stdout, "both tokens are valid until %s; then the old hash is removed (Ctrl-C keeps both valid)\n", deadline.Format("15:04:05"))
+	tick := time.NewTicker(progressEvery(*keepOld))
+	defer tick.Stop()
+	done := time.NewTimer(*keepOld)
+	defer done.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(stdout, "interrupted: the old and the new token both stay valid; retire the old one later with: comfyui-auth token rotate --retire-old --hash-file %s\n", shellQuote(*hashFile))
+			return 1
+		case <-tick.C:
+			fmt.Fprintf(stdout, "  %s left before the old token is retired\n", time.Until(deadline).Round(time.Second))
+		case <-done.C:
+			return retire(*hashFile, stdout, stderr)
+		}
+	}
+}
+
+// progressEvery spaces progress lines so a long wait prints about ten.
+func progressEvery(d time.Duration) time.Duration {
+	return min(max(d/10, time.Second), time.Minute)
+}
+
+func retire(hashFile string, stdout, stderr io.Writer) int {
+	removed, kept, err := hashstore.RetireOld(hashFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "comfyui-auth token rotate: %v\n", err)
+		return 1
+	}
+	if len(removed) == 0 {
+		fmt.Fprintf(stdout, "%s holds a single hash (fingerprint %s): nothing to retire\n", hashFile, kept)
+		return 0
+	}
+	fmt.Fprintf(stdout, "retired %d old hash(es) (fingerprints %s) from %s in place; only hash %s is valid now, and clients still on the old token get 401\n",
+		len(removed), strings.Join(removed, ", "), hashFile, kept)
+	return 0
+}
+
+func runTokenCheck(args []string, stdin io.Reader, getenv env, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("comfyui-auth token check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	hashFile := fs.String("hash-file", defaultHashFile(getenv), "credential `file` the server reads (COMFYUI_AUTH_TOKEN_FILE)")
+	tokenFlag := fs.String("token", "", "the `value` to check; - reads it from stdin. Default: the first set of "+strings.Join(clientTokenVars, ", "))
+	acceptHash := fs.Bool("accept-hash-token", envBool(getenv, "COMFYUI_AUTH_ACCEPT_HASH_TOKEN", true), "whether the server accepts the hash itself (COMFYUI_AUTH_ACCEPT_HASH_TOKEN)")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	value, source, err := pickToken(*tokenFlag, stdin, getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 2
+	}
+	d := hashstore.DiagnoseFile(*hashFile, value, *acceptHash)
+	fmt.Fprintf(stdout, "%s: %s\n", source, d.Sentence())
+	if d.OK() {
+		return 0
+	}
+	return 1
+}
+
+// pickToken finds the value to check and names where it came from.
+func pickToken(flagValue string, stdin io.Reader, getenv env) (value, source string, err error) {
+	switch flagValue {
+	case "-":
+		b, err := io.ReadAll(io.LimitReader(stdin, 4096))
+		if err != nil {
+			return "", "", fmt.Errorf("reading the token from stdin: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), "token from stdin", nil
+	case "":
+	default:
+		return flagValue, "--token", nil
+	}
+	for _, n := range clientTokenVars {
+		if v, ok := getenv(n); ok && v != "" {
+			return v, n, nil
+		}
+	}
+	return "", "", fmt.Errorf("no token to check: pass --token (or --token - to read it from stdin), or set one of %s", strings.Join(clientTokenVars, ", "))
+}
+
+func envBool(getenv env, name string, def bool) bool {
+	v, ok := getenv(name)
+	if !ok || v == "" {
+		return def
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "false", "0", "no", "off":
+		return false
+	case "true", "1", "yes", "on":
+		return true
+	}
+	return def
+}

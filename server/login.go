@@ -1,0 +1,328 @@
+package server
+
+import (
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/hashstore"
+	"github.com/comfyui-auth/comfyui-auth/middleware"
+)
+
+// LoginThrottle is consulted by POST /login so that wrong passwords count
+// toward a per-client limit. The throttling middleware satisfies it; until
+// one is set (Server.SetLoginThrottle), the bounded bcrypt pool is what
+// limits the cost of a password flood.
+type LoginThrottle interface {
+	// Blocked reports whether client may not try a password now, and for
+	// how much longer. It does not count an attempt.
+	Blocked(client string) (retryAfter time.Duration, blocked bool)
+	// Failed records a wrong password from client.
+	Failed(client string)
+	// Succeeded tells of a right password. The gateway's throttle ignores
+	// it: forgetting failures on a success would let an attacker behind the
+	// same address as a legitimate user guess on for ever.
+	Succeeded(client string)
+}
+
+// loginThrottle adapts the per-client failure throttle, which also guards
+// raw tokens in middleware.Auth, to LoginThrottle's string client keys, so a
+// wrong password and a wrong token count toward the same limit.
+type loginThrottle struct{ t *middleware.Throttle }
+
+func (l loginThrottle) Blocked(client string) (time.Duration, bool) {
+	return l.t.LockedAddr(parseClientKey(client))
+}
+func (l loginThrottle) Failed(client string)    { l.t.FailedAddr(parseClientKey(client)) }
+func (l loginThrottle) Succeeded(client string) {}
+
+// parseClientKey reads back what clientKey wrote; anything unreadable is
+// the zero address, one shared key.
+func parseClientKey(client string) netip.Addr {
+	a, _ := netip.ParseAddr(client)
+	return a
+}
+
+// SetLoginThrottle installs the per-client login throttle. Call it before
+// Serve.
+func (s *Server) SetLoginThrottle(t LoginThrottle) { s.throttle = t }
+
+// Paths the gateway serves itself.
+const (
+	loginPath        = "/login"
+	logoutPath       = "/logout"
+	guestModePath    = "/guest_mode"
+	assetPrefix      = "/comfyui-auth/"
+	logoutScriptPath = assetPrefix + "logout.js"
+)
+
+//go:embed web/*.html web/*.css web/*.js
+var webFS embed.FS
+
+var loginTemplate = template.Must(template.ParseFS(webFS, "web/login.html"))
+
+// contentSecurityPolicy allows nothing but our own files: no inline script
+// or style, no framing (clickjacking), and forms post only to us.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+
+// loginPage is what login.html shows.
+type loginPage struct {
+	Username      string
+	Wrong         bool
+	LockedSeconds int
+	Busy          bool
+	Guest         bool
+	NoCredential  bool
+	HashFile      string
+	Next          string
+}
+
+// guestEnabled reports guest mode: the setting, or a GUEST_MODE file next to
+// the hash file as ComfyUI-Login has it (checked on each call, so creating
+// or removing the file takes effect at once).
+func (s *Server) guestEnabled() bool {
+	if s.cfg.GuestMode {
+		return true
+	}
+	if s.cfg.HashFile == "" {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(filepath.Dir(s.cfg.HashFile), "GUEST_MODE"))
+	return err == nil
+}
+
+func (s *Server) generation() uint64 {
+	if snap := s.store.Snapshot(); snap != nil {
+		return snap.Generation
+	}
+	return 0
+}
+
+func (s *Server) clientKey(r *http.Request) string {
+	return s.trusted.ClientAddr(r).String()
+}
+
+func safeNext(p string) string {
+	if middleware.SafeNextPath(p) && p != loginPath && p != logoutPath {
+		return p
+	}
+	return ""
+}
+
+func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
+	middleware.InfoFrom(r).Method = middleware.MethodPublic
+	next := safeNext(r.URL.Query().Get("next"))
+	if sess, ok := s.sessions.Current(r); ok && !sess.Guest {
+		http.Redirect(w, r, orRoot(next), http.StatusFound)
+		return
+	}
+	page := loginPage{
+		Wrong: r.URL.Query().Get("wrong_password") == "1",
+		Guest: s.guestEnabled(),
+		Next:  next,
+	}
+	status := http.StatusOK
+	if s.throttle != nil {
+		if d, blocked := s.throttle.Blocked(s.clientKey(r)); blocked {
+			page.LockedSeconds = max(1, int((d+time.Second-1)/time.Second))
+			page.Wrong = false
+		}
+	}
+	s.renderLogin(w, r, page, status)
+}
+
+func orRoot(next string) string {
+	if next == "" {
+		return "/"
+	}
+	return next
+}
+
+// renderLogin fills the parts of the page that come from the store: the
+// greeting and the no-credential explanation.
+func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginPage, status int) {
+	if snap := s.store.Snapshot(); snap != nil {
+		page.Username = snap.Creds.Username
+	} else {
+		page.NoCredential = true
+		page.HashFile = s.cfg.HashFile
+	}
+	if page.Username == "" {
+		page.Username = s.cfg.Username
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if err := loginTemplate.Execute(w, page); err != nil {
+		s.logger.Error().Err(err).Msg("rendering the login page")
+	}
+}
+
+// handleLogin checks the password of POST /login. Only the password counts,
+// as in ComfyUI-Login (the username is for display); it goes through the
+// bounded bcrypt pool, so the hash string itself is not a password and a
+// flood of attempts cannot stall ComfyUI.
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	info := middleware.InfoFrom(r)
+	info.Method = middleware.MethodPublic
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	if err := r.ParseForm(); err != nil {
+		info.Reason = "login: unreadable form"
+		http.Error(w, "The login form could not be read; reload the page and try again.", http.StatusBadRequest)
+		return
+	}
+	next := safeNext(r.PostForm.Get("next"))
+	client := s.clientKey(r)
+
+	if r.PostForm.Get("guest_mode") == "1" {
+		gen := s.generation()
+		if !s.guestEnabled() || gen == 0 {
+			info.Reason = "login: guest mode is off"
+			http.Redirect(w, r, loginPath, http.StatusFound)
+			return
+		}
+		sess := s.sessions.Issue(w, r, gen, true)
+		s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).Msg("guest session started")
+		http.Redirect(w, r, orRoot(next), http.StatusFound)
+		return
+	}
+
+	if s.throttle != nil {
+		if d, blocked := s.throttle.Blocked(client); blocked {
+			info.Reason = "login: throttled"
+			w.Header().Set("Retry-After", fmt.Sprint(max(1, int((d+time.Second-1)/time.Second))))
+			s.renderLogin(w, r, loginPage{LockedSeconds: max(1, int((d+time.Second-1)/time.Second)), Guest: s.guestEnabled(), Next: next}, http.StatusTooManyRequests)
+			return
+		}
+	}
+
+	res := s.verifier.Verify(r.Context(), r.PostForm.Get("password"))
+	switch res.Outcome {
+	case hashstore.Match:
+		if s.throttle != nil {
+			s.throttle.Succeeded(client)
+		}
+		sess := s.sessions.Issue(w, r, res.Generation, false)
+		info.Generation = res.Generation
+		s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).
+			Uint64("generation", res.Generation).Msg("browser login")
+		http.Redirect(w, r, orRoot(next), http.StatusFound)
+	case hashstore.Busy:
+		info.Reason = "login: bcrypt pool busy"
+		w.Header().Set("Retry-After", "2")
+		s.renderLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next}, http.StatusServiceUnavailable)
+	case hashstore.NoCredentials:
+		info.Reason = "login: no credential configured"
+		http.Redirect(w, r, loginPath, http.StatusFound)
+	default:
+		if s.throttle != nil {
+			s.throttle.Failed(client)
+		}
+		info.Reason = "login: wrong password"
+		s.logger.Warn().Str("client", client).Msg("browser login failed: wrong password")
+		to := loginPath + "?wrong_password=1"
+		if next != "" {
+			to += "&next=" + url.QueryEscape(next)
+		}
+		http.Redirect(w, r, to, http.StatusFound)
+	}
+}
+
+// handleLogout ends the session for good: the cookie value is revoked until
+// it would have expired, so a copy of it no longer works either.
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	middleware.InfoFrom(r).Method = middleware.MethodPublic
+	s.sessions.End(w, r)
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, loginPath, http.StatusFound)
+}
+
+// handleGuestMode tells the frontend whether this browser is a guest.
+func (s *Server) handleGuestMode(w http.ResponseWriter, r *http.Request) {
+	middleware.InfoFrom(r).Method = middleware.MethodPublic
+	sess, ok := s.sessions.Current(r)
+	middleware.WriteJSON(w, http.StatusOK, map[string]bool{"guestMode": ok && sess.Guest})
+}
+
+// handleAsset serves the embedded stylesheet and the logout extension. They
+// are public: neither holds anything secret, and the login page needs its
+// stylesheet before anyone is logged in.
+func handleAsset(w http.ResponseWriter, r *http.Request) {
+	middleware.InfoFrom(r).Method = middleware.MethodPublic
+	name := strings.TrimPrefix(r.URL.Path, assetPrefix)
+	if name == "" || strings.ContainsAny(name, "/\\") || strings.HasSuffix(name, ".html") {
+		http.NotFound(w, r)
+		return
+	}
+	data, err := webFS.ReadFile(path.Join("web", name))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	switch path.Ext(name) {
+	case ".css":
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	case ".js":
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(data)
+	}
+}
+
+// sessionKey returns the key that signs session cookies: SECRET_KEY, else
+// the key file (created with a random key when missing, so restarts keep
+// sessions), else a random key for this run only.
+func sessionKey(cfg Config) (key []byte, source string, err error) {
+	if cfg.SecretKey != "" {
+		if len(cfg.SecretKey) < 16 {
+			return nil, "", fmt.Errorf("SECRET_KEY has %d characters; use at least 32 random ones, for example from `head -c 32 /dev/urandom | base64`", len(cfg.SecretKey))
+		}
+		return []byte(cfg.SecretKey), "SECRET_KEY", nil
+	}
+	if cfg.SecretKeyFile != "" {
+		data, err := os.ReadFile(cfg.SecretKeyFile)
+		if os.IsNotExist(err) {
+			fresh := make([]byte, 32)
+			_, _ = rand.Read(fresh)
+			data = []byte(hex.EncodeToString(fresh) + "\n")
+			if werr := os.WriteFile(cfg.SecretKeyFile, data, 0o600); werr != nil {
+				return nil, "", fmt.Errorf("secret key file %s does not exist and cannot be created (%v): create it with `head -c 32 /dev/urandom | base64 > %s`, or unset --secret-key-file", cfg.SecretKeyFile, werr, cfg.SecretKeyFile)
+			}
+			return []byte(strings.TrimSpace(string(data))), cfg.SecretKeyFile + " (created)", nil
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("cannot read secret key file %s: %w (check its permissions, or unset --secret-key-file)", cfg.SecretKeyFile, err)
+		}
+		k := strings.TrimSpace(string(data))
+		if len(k) < 16 {
+			return nil, "", fmt.Errorf("secret key file %s holds %d characters; put at least 32 random ones in it, for example `head -c 32 /dev/urandom | base64 > %s`", cfg.SecretKeyFile, len(k), cfg.SecretKeyFile)
+		}
+		return []byte(k), cfg.SecretKeyFile, nil
+	}
+	fresh := make([]byte, 32)
+	_, _ = rand.Read(fresh)
+	return fresh, "", nil
+}
