@@ -93,8 +93,15 @@ func newProxy(o proxyOptions) *httputil.ReverseProxy {
 		ErrorHandler:  proxyErrorHandler(o.logger, o.onError),
 		FlushInterval: 0,
 		ModifyResponse: func(resp *http.Response) error {
-			if resp.StatusCode == http.StatusUnauthorized {
+			switch {
+			case resp.StatusCode == http.StatusUnauthorized:
 				detectComfyUILogin(resp, o.logger, loginWarn)
+			case resp.StatusCode == http.StatusFound && resp.Header.Get("Location") == "/login":
+				// ComfyUI-Login sends browsers to its own login page;
+				// the gateway's /login would send them straight back.
+				if loginWarn.allow() {
+					logDoubleAuth(o.logger, 302)
+				}
 			}
 			if o.extensionScript != "" {
 				return addExtensionScript(resp, o.extensionScript)
@@ -236,10 +243,14 @@ func detectComfyUILogin(resp *http.Response, logger zerolog.Logger, once *onceEv
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
 	if bytes.Contains(head, []byte("Authentication required")) && once.allow() {
-		logger.Error().Msg("ComfyUI itself answered 401 to a request the gateway had already authenticated: " +
-			"the ComfyUI-Login custom node is still installed and double-authenticates. " +
-			"Remove custom_nodes/ComfyUI-Login (and its login/PASSWORD setup) from the ComfyUI install; the gateway replaces it")
+		logDoubleAuth(logger, http.StatusUnauthorized)
 	}
+}
+
+func logDoubleAuth(logger zerolog.Logger, status int) {
+	logger.Error().Int("upstream_status", status).Msg("ComfyUI itself refused a request the gateway had already authenticated: " +
+		"the ComfyUI-Login custom node is still installed and double-authenticates. " +
+		"Remove custom_nodes/ComfyUI-Login (and its login/PASSWORD setup) from the ComfyUI install; the gateway replaces it")
 }
 
 // onceEvery lets an event through at most once per interval, so a

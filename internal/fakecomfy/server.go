@@ -65,6 +65,12 @@ type Options struct {
 	// Argv is reported as system.argv by /system_stats. Nil means ["main.py"].
 	Argv []string
 
+	// ComfyUILogin makes the fake behave as if the ComfyUI-Login custom node
+	// were still installed: requests without its own credentials get its
+	// 401 JSON body (or a 302 to /login for browsers). The gateway strips
+	// credentials, so behind it every request meets this wall.
+	ComfyUILogin bool
+
 	// Logf, when set, receives one line per notable event (origin refusals,
 	// websocket connects). Nil is silent.
 	Logf func(format string, args ...any)
@@ -146,6 +152,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(rw, "500 Internal Server Error\n\nServer got itself in trouble", http.StatusInternalServerError)
 			return
 		}
+	}
+
+	if s.opts.ComfyUILogin && r.URL.Path != "/login" && r.Header.Get("Authorization") == "" && r.URL.Query().Get("token") == "" {
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			http.Redirect(rw, r, "/login", http.StatusFound)
+			return
+		}
+		rw.Header().Set("Content-Type", "application/json; charset=utf-8")
+		rw.WriteHeader(http.StatusUnauthorized)
+		_, _ = rw.Write([]byte(`{"error": "Authentication required."}`))
+		return
 	}
 
 	// The origin middleware answers every OPTIONS itself, on any path.
