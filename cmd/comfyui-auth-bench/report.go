@@ -24,7 +24,7 @@ func checkTargets(r *report) []target {
 	var ts []target
 	direct := find(r.Overhead, "small", 16, "direct")
 	ng := find(r.Overhead, "small", 16, "nginx")
-	for _, kind := range []string{"gateway hash-token", "gateway raw-token"} {
+	for _, kind := range []string{"gateway hash-token", "gateway raw-token", "gateway session"} {
 		gw := find(r.Overhead, "small", 16, kind)
 		if gw == nil || direct == nil {
 			continue
