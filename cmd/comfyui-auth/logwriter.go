@@ -13,7 +13,7 @@ import (
 // access-log line is one system call to a file or to Docker's log pipe,
 // which on a small GET costs as much as a fifth of the gateway's own work
 // (BenchmarkAccessLogLineToFile). Lines are held at most flushEvery;
-// warnings and errors are written at once, as is everything at Close.
+// errors are written at once, as is everything at Close.
 //
 // zerolog hands over each event in one Write, and the mutex keeps a line
 // whole even when it straddles a flush, so lines never interleave. A
@@ -45,14 +45,15 @@ func (b *logBuffer) Write(p []byte) (int, error) {
 	return b.WriteLevel(zerolog.InfoLevel, p)
 }
 
-// WriteLevel writes warnings and errors through at once: a person or an
-// alert waiting on them should not wait for the next tick, and they are
-// rare enough to cost nothing.
+// WriteLevel writes errors through at once, with what is held before them:
+// they often come just before the process ends. Warnings wait for the tick
+// like info lines, because the access log reports every 5xx at warn, and a
+// guess flood answered 503 must not turn each line back into a write(2).
 func (b *logBuffer) WriteLevel(l zerolog.Level, p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, err := b.w.Write(p)
-	if err == nil && (l >= zerolog.WarnLevel || b.closed) {
+	if err == nil && (l >= zerolog.ErrorLevel || b.closed) {
 		err = b.w.Flush()
 	}
 	return n, err

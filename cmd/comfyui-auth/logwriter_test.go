@@ -82,14 +82,14 @@ func TestLogLinesAreBatchedWholeAndAllWrittenByClose(t *testing.T) {
 	}
 }
 
-func TestWarningsAreWrittenAtOnceAndInfoWithinTheFlushInterval(t *testing.T) {
+func TestErrorsAreWrittenAtOnceAndInfoWithinTheFlushInterval(t *testing.T) {
 	out := &logSink{}
 	logger, closeLog := newLogger(out)
 	defer closeLog()
 	logger.Info().Msg("held")
-	logger.Warn().Msg("urgent")
+	logger.Error().Msg("urgent")
 	if text, _ := out.snapshot(); !strings.Contains(text, "held") || !strings.Contains(text, "urgent") {
-		t.Fatalf("a warning did not write out the buffer: %q", text)
+		t.Fatalf("an error did not write out the buffer: %q", text)
 	}
 	logger.Info().Msg("later")
 	deadline := time.Now().Add(5 * time.Second)
