@@ -82,11 +82,23 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the temporary directory with the processes' logs")
 	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup); empty runs all. "+
 		"A partial run's report is for comparing builds, not for committing")
+	gateway := flag.String("gateway", "", "measure this prebuilt comfyui-auth binary instead of building this module's (A/B comparisons of two builds)")
 	flag.Parse()
-	if err := run(*quick, *out, *keep, scenarios(*only), os.Stdout); err != nil {
+	opts := options{quick: *quick, out: *out, keep: *keep, only: scenarios(*only), gatewayBin: *gateway}
+	if err := run(opts, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "comfyui-auth-bench:", err)
 		os.Exit(1)
 	}
+}
+
+// options are the command line's.
+type options struct {
+	quick, keep bool
+	out         string
+	// only is the set of scenarios to run; nil runs all.
+	only map[string]bool
+	// gatewayBin, when set, is a prebuilt gateway to measure.
+	gatewayBin string
 }
 
 // scenarios parses -only into a set; nil means every scenario.
@@ -101,7 +113,8 @@ func scenarios(only string) map[string]bool {
 	return set
 }
 
-func run(quick bool, out string, keep bool, only map[string]bool, stdout io.Writer) error {
+func run(opts options, stdout io.Writer) error {
+	quick, out, keep, only := opts.quick, opts.out, opts.keep, opts.only
 	want := func(s string) bool { return only == nil || only[s] }
 	began := time.Now()
 	logf := func(f string, a ...any) {
@@ -117,7 +130,7 @@ func run(quick bool, out string, keep bool, only map[string]bool, stdout io.Writ
 		defer os.RemoveAll(dir)
 	}
 	b := &bench{quick: quick, dir: dir, logf: logf}
-	if err := b.build(); err != nil {
+	if err := b.build(opts.gatewayBin); err != nil {
 		return err
 	}
 	b.nginxBin = findNginx(logf)
@@ -203,8 +216,9 @@ func run(quick bool, out string, keep bool, only map[string]bool, stdout io.Writ
 	return os.WriteFile(filepath.Join(out, "benchmarks.json"), append(js, '\n'), 0o644)
 }
 
-// build compiles the gateway and the fake ComfyUI from this module.
-func (b *bench) build() error {
+// build compiles the fake ComfyUI and, unless a prebuilt one is given, the
+// gateway from this module.
+func (b *bench) build(prebuiltGateway string) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go"
@@ -215,8 +229,15 @@ func (b *bench) build() error {
 	}
 	root := filepath.Dir(strings.TrimSpace(string(modOut)))
 	b.gatewayBin = filepath.Join(b.dir, "comfyui-auth")
+	if prebuiltGateway != "" {
+		b.gatewayBin = prebuiltGateway
+	}
 	b.fakeBin = filepath.Join(b.dir, "fakecomfyd")
-	for bin, pkg := range map[string]string{b.gatewayBin: "./cmd/comfyui-auth", b.fakeBin: "./internal/fakecomfy/fakecomfyd"} {
+	builds := map[string]string{b.fakeBin: "./internal/fakecomfy/fakecomfyd"}
+	if prebuiltGateway == "" {
+		builds[b.gatewayBin] = "./cmd/comfyui-auth"
+	}
+	for bin, pkg := range builds {
 		cmd := exec.Command(goBin, "build", "-o", bin, pkg)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
