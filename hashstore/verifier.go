@@ -111,7 +111,8 @@ type job struct {
 // on the server's event loop, so a few wrong passwords per second froze
 // everything. Here exactly Workers goroutines run bcrypt, at most QueueLen
 // verifications wait, and anything beyond is answered Busy at once, without
-// spending CPU.
+// spending CPU. On Linux the workers also run at a lower scheduling priority
+// than the proxy (see lowerWorkerPriority).
 type Verifier struct {
 	store *Store
 	opts  VerifierOptions
@@ -268,6 +269,7 @@ func (v *Verifier) run(token string, mac [32]byte, snap *Snapshot) Result {
 
 func (v *Verifier) worker() {
 	defer v.wg.Done()
+	lowerWorkerPriority()
 	for {
 		select {
 		case <-v.quit:
