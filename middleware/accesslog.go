@@ -3,9 +3,11 @@ package middleware
 import (
 	"bufio"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,10 +34,17 @@ type Completed struct {
 // Each observer is called synchronously after the log event with what was
 // logged; it must be cheap and must not block.
 func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Handler) http.Handler {
+	// Generated ids count up from a random start: unique within the
+	// process, unlikely to repeat across restarts, and, unlike reading
+	// crypto/rand per request, nearly free. They are labels, not secrets.
+	var seq atomic.Uint64
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	seq.Store(binary.BigEndian.Uint64(seed[:]))
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			info := &Info{ID: requestID(r.Header.Get("X-Request-Id")), Method: MethodNone}
+			info := &Info{ID: requestID(r.Header.Get("X-Request-Id"), &seq), Method: MethodNone}
 			w.Header().Set("X-Request-Id", info.ID)
 			rec := &recorder{ResponseWriter: w}
 			next.ServeHTTP(rec, r.WithContext(WithInfo(r.Context(), info)))
@@ -87,8 +96,9 @@ func isHealthProbe(r *http.Request) bool {
 
 // requestID keeps a client's id when it is short and plain (so it can be
 // correlated with the client's own logs without letting it inject anything
-// into ours), and makes a random one otherwise.
-func requestID(client string) string {
+// into ours), and otherwise makes one: the next value of seq, as 16 hex
+// digits.
+func requestID(client string, seq *atomic.Uint64) string {
 	if n := len(client); n > 0 && n <= 64 {
 		ok := true
 		for i := 0; i < n && ok; i++ {
@@ -100,8 +110,10 @@ func requestID(client string) string {
 		}
 	}
 	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	binary.BigEndian.PutUint64(b[:], seq.Add(1))
+	var h [16]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // recorder captures status and size. Unwrap lets http.ResponseController
