@@ -3,9 +3,11 @@ package middleware
 import (
 	"bufio"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -87,7 +89,8 @@ func isHealthProbe(r *http.Request) bool {
 
 // requestID keeps a client's id when it is short and plain (so it can be
 // correlated with the client's own logs without letting it inject anything
-// into ours), and makes a random one otherwise.
+// into ours), and otherwise makes one: the next value of requestSeq, as 16
+// hex digits.
 func requestID(client string) string {
 	if n := len(client); n > 0 && n <= 64 {
 		ok := true
@@ -100,9 +103,23 @@ func requestID(client string) string {
 		}
 	}
 	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	binary.BigEndian.PutUint64(b[:], requestSeq.Add(1))
+	var h [16]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
+
+// requestSeq numbers generated request ids. It counts up from a random
+// start: unique within the process, unlikely to repeat across restarts,
+// and, unlike reading crypto/rand per request, nearly free. Ids are labels,
+// not secrets.
+var requestSeq = func() *atomic.Uint64 {
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	var seq atomic.Uint64
+	seq.Store(binary.BigEndian.Uint64(seed[:]))
+	return &seq
+}()
 
 // recorder captures status and size. Unwrap lets http.ResponseController
 // (and so ReverseProxy) reach Flush and Hijack on the real writer, which

@@ -8,7 +8,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
 	"github.com/rs/zerolog"
@@ -19,7 +21,7 @@ const benchToken = "bench-raw-token-0123456789abcdef"
 
 // benchAuth builds the auth decision over a real store and verifier, with a
 // minimum-cost hash so that the one bcrypt check warming the cache is quick.
-func benchAuth(b *testing.B) (http.Handler, string) {
+func benchAuth(b *testing.B) (handler http.Handler, hash, cookie string) {
 	b.Helper()
 	h, err := bcrypt.GenerateFromPassword([]byte(benchToken), bcrypt.MinCost)
 	if err != nil {
@@ -39,11 +41,18 @@ func benchAuth(b *testing.B) (http.Handler, string) {
 		b.Fatalf("warming the cache: %v", res.Outcome)
 	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	gen := store.Snapshot().Generation
+	sessions := NewSessions(SessionOptions{
+		Codec: NewSessionCodec([]byte("bench-secret-key-0123456789")), Lifetime: time.Hour,
+		Generation: func() uint64 { return gen }, Logger: zerolog.Nop(),
+	})
 	auth := Auth(AuthOptions{
-		Hashes: store, Verifier: v, AcceptHashToken: true,
+		Hashes: store, Verifier: v, AcceptHashToken: true, Sessions: sessions,
 		PublicPaths: map[string]bool{"/login": true}, LoginPath: "/login", Logger: zerolog.Nop(),
 	})(ok)
-	return auth, string(h)
+	rec := httptest.NewRecorder()
+	sessions.Issue(rec, httptest.NewRequest(http.MethodPost, "/login", nil), gen, false)
+	return auth, string(h), rec.Result().Cookies()[0].String()
 }
 
 // nopWriter is a ResponseWriter that keeps nothing, so the benchmark measures
@@ -62,7 +71,7 @@ func (w *nopWriter) WriteHeader(code int)        { w.code = code }
 // steady state of a client that sends it on every request); its first use
 // costs one bcrypt check, measured by hashstore's benchmarks, not here.
 func BenchmarkAuthDecision(b *testing.B) {
-	auth, hash := benchAuth(b)
+	auth, hash, cookie := benchAuth(b)
 	cases := []struct {
 		name   string
 		target string
@@ -72,6 +81,7 @@ func BenchmarkAuthDecision(b *testing.B) {
 		{"hash-token", "/system_stats", "Bearer " + hash, 200},
 		{"raw-token-cached", "/system_stats", "Bearer " + benchToken, 200},
 		{"raw-token-query-cached", "/ws?clientId=x&token=" + url.QueryEscape(benchToken), "", 200},
+		{"session-cookie", "/system_stats", "Cookie: " + cookie, 200},
 		{"public-asset", "/scripts/app.js", "", 200},
 		{"no-credential-401", "/system_stats", "", 401},
 		{"too-long-token-401", "/system_stats", "Bearer " + string(make([]byte, 80)), 401},
@@ -79,7 +89,9 @@ func BenchmarkAuthDecision(b *testing.B) {
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			r := httptest.NewRequest(http.MethodGet, tc.target, nil)
-			if tc.header != "" {
+			if c, ok := strings.CutPrefix(tc.header, "Cookie: "); ok {
+				r.Header.Set("Cookie", c)
+			} else if tc.header != "" {
 				r.Header.Set("Authorization", tc.header)
 			}
 			r = r.WithContext(WithInfo(r.Context(), &Info{}))

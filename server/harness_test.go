@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -86,6 +87,10 @@ type gatewayOpts struct {
 	hashContent *string // nil: the seed hash; pointer to "": no file
 	configure   func(*Config)
 	fake        fakecomfy.Options
+	// discardLogs formats log lines but keeps none: benchmarks, whose
+	// millions of lines would otherwise grow the shared log buffer and put
+	// its copying into the profile.
+	discardLogs bool
 }
 
 // startGateway runs a fake ComfyUI and a gateway in front of it, both on
@@ -118,7 +123,11 @@ func startGateway(t testing.TB, o gatewayOpts) *gateway {
 		o.configure(&cfg)
 	}
 	logs := &syncBuffer{}
-	logger := zerolog.New(zerolog.MultiLevelWriter(logs, &allLogs)).With().Timestamp().Logger()
+	var out io.Writer = zerolog.MultiLevelWriter(logs, &allLogs)
+	if o.discardLogs {
+		out = io.Discard
+	}
+	logger := zerolog.New(out).With().Timestamp().Logger()
 	srv, err := New(cfg, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -12,7 +12,7 @@ import (
 func BenchmarkProxySmallGET(b *testing.B) {
 	for _, kind := range []string{"hash-token", "raw-token"} {
 		b.Run(kind, func(b *testing.B) {
-			g := startGateway(b, gatewayOpts{})
+			g := startGateway(b, gatewayOpts{discardLogs: true})
 			tok := seedHash
 			if kind == "raw-token" {
 				tok = seedToken

@@ -36,7 +36,7 @@ func TestQuickRunWritesTheReport(t *testing.T) {
 	out := t.TempDir()
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	if err := run(true, out, false, devnull); err != nil {
+	if err := run(options{quick: true, out: out}, devnull); err != nil {
 		t.Fatal(err)
 	}
 	md, err := os.ReadFile(filepath.Join(out, "BENCHMARKS.md"))
