@@ -60,11 +60,15 @@ func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Ha
 			if err != nil {
 				host = r.RemoteAddr
 			}
+			if info.Client != "" && info.Client != host {
+				ev = ev.Str("peer", host)
+				host = info.Client
+			}
 			ev = ev.Str("method", r.Method).
 				Str("path", r.URL.EscapedPath()).
 				Int("status", status).
 				Int64("bytes", rec.bytes).
-				Dur("duration", elapsed).
+				Float64("duration_ms", float64(elapsed.Microseconds())/1000).
 				Str("client", host).
 				Str("auth", string(info.Method)).
 				Str("request_id", info.ID)

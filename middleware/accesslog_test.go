@@ -1,6 +1,8 @@
 package middleware
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -36,5 +38,42 @@ func TestRequestIDIsKeptWhenPlainAndOtherwiseUniqueHex(t *testing.T) {
 			}
 			seen[got] = true
 		}
+	}
+}
+
+func TestAccessLogNamesTheClientBehindATrustedProxy(t *testing.T) {
+	trusted, err := ParseTrustedProxies("10.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, peer, xff   string
+		wantClient, peer2 string
+	}{
+		{"direct client", "198.51.100.7:5000", "", "198.51.100.7", ""},
+		{"through a trusted proxy", "10.1.2.3:5000", "203.0.113.9", "203.0.113.9", "10.1.2.3"},
+		{"forged header from an untrusted peer", "198.51.100.7:5000", "203.0.113.9", "198.51.100.7", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			h := AccessLog(zerolog.New(&buf))(ResolveClient(trusted)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+			r := httptest.NewRequest(http.MethodGet, "/queue", nil)
+			r.RemoteAddr = tc.peer
+			if tc.xff != "" {
+				r.Header.Set("X-Forwarded-For", tc.xff)
+			}
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			var line struct {
+				Client, Peer string
+				DurationMS   *float64 `json:"duration_ms"`
+			}
+			if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+				t.Fatalf("log line %q: %v", buf.String(), err)
+			}
+			if line.Client != tc.wantClient || line.Peer != tc.peer2 || line.DurationMS == nil {
+				t.Fatalf("logged client %q peer %q duration_ms %v; want client %q peer %q", line.Client, line.Peer, line.DurationMS, tc.wantClient, tc.peer2)
+			}
+		})
 	}
 }

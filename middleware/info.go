@@ -33,6 +33,9 @@ type Info struct {
 	Reason string
 	// Generation is the credential generation that admitted the request.
 	Generation uint64
+	// Client is the client's address as resolved through trusted proxies,
+	// when it differs from the connection's peer (see ResolveClient).
+	Client string
 }
 
 type infoKey struct{}

@@ -143,6 +143,7 @@ var sessionCookieNames = []string{middleware.SessionCookie}
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
+	r.Use(middleware.ResolveClient(s.trusted))
 	r.Get("/healthz", handleHealthz)
 	r.Head("/healthz", handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
