@@ -111,7 +111,7 @@ func markdown(r *report) string {
 	}
 
 	if f := r.Flood; f != nil {
-		w("\n## 2. Guess flood\n\n%d clients send never-repeating wrong raw tokens for %.0f s against a cost-12 hash with %d bcrypt worker(s); one legitimate client on 127.0.0.2 polls with the valid raw token (already cached) every 20 ms.\n\n", f.Attackers, f.Seconds, f.BcryptWorkers)
+		w("\n## 2. Guess flood\n\n%d clients send never-repeating wrong raw tokens for %.0f s against a cost-12 hash with %d bcrypt worker(s); one legitimate client on 127.0.0.2 polls with the valid raw token (already cached) every %.0f ms.\n\n", f.Attackers, f.Seconds, f.BcryptWorkers, f.LegitEveryMs)
 		w("| legit requests | legit OK | legit p50 | legit p99 | legit max | attacker answers | by status | attacker transport errors | gateway CPU s/s | bcrypt checks |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		w("| %d | %d | %s | %s | %s | %d | %s | %d | %.2f | %.0f |\n", f.LegitRequests, f.LegitOK, ms(f.LegitP50), ms(f.LegitP99), ms(f.LegitMax),
 			f.AttackAnswered, codes(f.AttackCodes), f.AttackErrors, f.CPUPerSecond, f.BcryptChecks)
