@@ -117,15 +117,21 @@ func writeEnvFile(path, varName, token, hashFP string, exclusive bool) error {
 	if exclusive {
 		flags |= os.O_EXCL
 	}
-	f, err := os.OpenFile(path, flags, 0o600)
-	if err != nil {
-		return fmt.Errorf("writing the token file %s: %w", path, err)
-	}
 	content := fmt.Sprintf("# raw token for clients (comfyui-auth, %s); server hash fingerprint %s. Never commit this file.\n%s=%s\n",
 		time.Now().UTC().Format(time.RFC3339), hashFP, varName, token)
+	return writeSynced(path, flags, 0o600, content, "the token file")
+}
+
+// writeSynced writes content in one go, sets mode (an existing file, or the
+// umask, would otherwise decide it) and syncs before closing.
+func writeSynced(path string, flags int, mode os.FileMode, content, what string) error {
+	f, err := os.OpenFile(path, flags, mode)
+	if err != nil {
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
+	}
 	_, err = f.WriteString(content)
 	if err == nil {
-		err = f.Chmod(0o600) // an existing file keeps its old mode otherwise
+		err = f.Chmod(mode)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -134,7 +140,7 @@ func writeEnvFile(path, varName, token, hashFP string, exclusive bool) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("writing the token file %s: %w", path, err)
+		return fmt.Errorf("writing %s %s: %w", what, path, err)
 	}
 	return nil
 }
@@ -235,24 +241,7 @@ func writeHashFile(path, content string) error {
 		}
 		return os.Chmod(path, 0o644)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("writing the hash file %s: %w", path, err)
-	}
-	_, err = f.WriteString(content)
-	if err == nil {
-		err = f.Chmod(0o644) // the umask may have removed bits
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing the hash file %s: %w", path, err)
-	}
-	return nil
+	return writeSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644, content, "the hash file")
 }
 
 // defaultHashFile is the hash file the commands act on without --hash-file:
