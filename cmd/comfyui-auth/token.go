@@ -69,6 +69,18 @@ func newToken() (string, error) {
 	return string(b), nil
 }
 
+// newTokenPair makes a fresh raw token and its bcrypt hash.
+func newTokenPair(cost int) (token, hash string, err error) {
+	if token, err = newToken(); err != nil {
+		return "", "", err
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(token), cost)
+	if err != nil {
+		return "", "", fmt.Errorf("hashing the token: %w", err)
+	}
+	return token, string(h), nil
+}
+
 // envVarFor turns a credential name into the client variable that holds its
 // raw token: qwen-api-user → QWEN_API_USER_TOKEN, as the old Python tool did.
 func envVarFor(name string) string {
@@ -198,17 +210,11 @@ func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
 		_ = os.Chmod(*outDir, 0o700) // MkdirAll's mode went through the umask
 	}
 
-	token, err := newToken()
+	token, hash, err := newTokenPair(*cost)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 1
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(token), *cost)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: hashing the token: %v\n", fs.Name(), err)
-		return 1
-	}
-	hash := string(h)
 	fp := hashstore.Fingerprint(hash)
 
 	if err := writeHashFile(hashFile, hash+"\n"); err != nil {
@@ -284,17 +290,12 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 		*envFile = filepath.Join(filepath.Dir(*hashFile), ".env.generated")
 	}
 	varName := envVarFor(strings.TrimSuffix(filepath.Base(*hashFile), ".token"))
-	token, err := newToken()
+	token, hash, err := newTokenPair(*cost)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 1
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(token), *cost)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: hashing the token: %v\n", fs.Name(), err)
-		return 1
-	}
-	fp := hashstore.Fingerprint(string(h))
+	fp := hashstore.Fingerprint(hash)
 	// The token file first, keeping its old content: if appending the hash
 	// then fails, the old content is put back and nothing changed.
 	oldEnv, oldEnvErr := os.ReadFile(*envFile)
@@ -302,7 +303,7 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
 		return 1
 	}
-	creds, err := hashstore.AppendHash(*hashFile, string(h))
+	creds, err := hashstore.AppendHash(*hashFile, hash)
 	if err != nil {
 		if oldEnvErr == nil {
 			_ = os.WriteFile(*envFile, oldEnv, 0o600)
