@@ -25,7 +25,8 @@ type StoreOptions struct {
 	Path string
 	// PollInterval is how often the file is re-read even without an fsnotify
 	// event (single-file bind mounts edited on the host deliver none to a
-	// directory watch). 0 means the 2 s default; negative disables polling.
+	// directory watch). It must be set when Path is: negative turns polling
+	// off, and 0 is refused rather than replaced by a guess.
 	PollInterval time.Duration
 	// Debounce groups bursts of events into one reload. 0 means 50 ms.
 	Debounce time.Duration
@@ -42,7 +43,6 @@ type StoreOptions struct {
 }
 
 const (
-	defaultPoll     = 2 * time.Second
 	defaultDebounce = 50 * time.Millisecond
 	defaultSettle   = 100 * time.Millisecond
 	// FallbackSource is Snapshot.Source for credentials hashed in memory.
@@ -96,8 +96,8 @@ func NewStore(opts StoreOptions) (*Store, error) {
 	if opts.Fallback != nil && len(opts.Fallback.Hashes) == 0 {
 		return nil, errors.New("hashstore: NewStore fallback credentials hold no hash")
 	}
-	if opts.PollInterval == 0 {
-		opts.PollInterval = defaultPoll
+	if opts.Path != "" && opts.PollInterval == 0 {
+		return nil, errors.New("hashstore: NewStore needs a PollInterval for a credential file (negative turns polling off)")
 	}
 	if opts.Debounce <= 0 {
 		opts.Debounce = defaultDebounce

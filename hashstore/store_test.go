@@ -262,7 +262,7 @@ func TestStoreUsesFallbackUntilTheFileExists(t *testing.T) {
 }
 
 func TestNewStoreRefusesUnusableOptions(t *testing.T) {
-	for _, o := range []StoreOptions{{}, {Fallback: &Credentials{}}} {
+	for _, o := range []StoreOptions{{}, {Fallback: &Credentials{}}, {Path: "token"}} {
 		if _, err := NewStore(o); err == nil {
 			t.Errorf("NewStore(%+v) accepted", o)
 		}
@@ -277,7 +277,7 @@ func TestMatchHashComparesEveryHashLine(t *testing.T) {
 	h1, h2, h3 := cheapHash(t, "a"), cheapHash(t, "b"), cheapHash(t, "c")
 	path := filepath.Join(t.TempDir(), "token")
 	writeFile(t, path, "# rotation\n"+h1+"\n"+h2+"\nadmin\n"+h3+"\n")
-	s, err := NewStore(StoreOptions{Path: path, Logger: zerolog.Nop()})
+	s, err := NewStore(StoreOptions{Path: path, PollInterval: -1, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

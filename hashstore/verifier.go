@@ -6,8 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"hash"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -59,23 +59,32 @@ type Result struct {
 	Cached     bool   // answered from the success cache, no bcrypt
 }
 
-// VerifierOptions configures the bounded pool.
+// VerifierOptions configures the bounded pool. Workers, QueueLen and MaxWait
+// have no default here: NewVerifier panics on a zero or negative one, so a
+// value a person set can never be swapped for another behind their back
+// (cmd/comfyui-auth holds the defaults and server.Config.Validate refuses
+// such values with a sentence first).
 type VerifierOptions struct {
 	// Workers is the maximum number of concurrent bcrypt comparisons.
-	// 0 means max(1, NumCPU/2), leaving CPU for ComfyUI and the proxy.
 	Workers int
-	// QueueLen bounds how many verifications may wait for a worker. 0 means 64.
+	// QueueLen bounds how many verifications may wait for a worker.
 	QueueLen int
-	// MaxWait bounds how long a verification waits for a worker. 0 means 2 s.
+	// MaxWait bounds how long a verification waits for a worker.
 	MaxWait time.Duration
-	// CacheSize bounds the success cache (entries); CacheTTL is its expiry.
-	// 0 means 1024 entries and 10 minutes; a negative CacheSize disables it.
-	CacheSize int
-	CacheTTL  time.Duration
 	// OnWait, when set, is called by a worker with the time each job waited
 	// in the queue (for a latency histogram). It must not block.
 	OnWait func(time.Duration)
 }
+
+// The success cache holds more distinct tokens than a gateway's clients
+// plausibly use (1024 entries stay well under a megabyte), and an entry
+// lives long enough to spare a busy client's repeated requests a bcrypt
+// check; every credential reload drops it anyway. Neither is worth a
+// setting.
+const (
+	successCacheSize = 1024
+	successCacheTTL  = 10 * time.Minute
+)
 
 // Stats are counters for tests and metrics.
 type Stats struct {
@@ -133,22 +142,12 @@ type Verifier struct {
 	hits, misses, shed                    atomic.Int64
 }
 
-// NewVerifier returns a Verifier over store's credentials.
+// NewVerifier returns a Verifier over store's credentials. It panics when
+// Workers, QueueLen or MaxWait is not positive, as time.NewTicker does for a
+// non-positive period: that is a caller's bug, not a condition to handle.
 func NewVerifier(store *Store, opts VerifierOptions) *Verifier {
-	if opts.Workers <= 0 {
-		opts.Workers = max(1, runtime.NumCPU()/2)
-	}
-	if opts.QueueLen <= 0 {
-		opts.QueueLen = 64
-	}
-	if opts.MaxWait <= 0 {
-		opts.MaxWait = 2 * time.Second
-	}
-	if opts.CacheSize == 0 {
-		opts.CacheSize = 1024
-	}
-	if opts.CacheTTL <= 0 {
-		opts.CacheTTL = 10 * time.Minute
+	if opts.Workers < 1 || opts.QueueLen < 1 || opts.MaxWait <= 0 {
+		panic(fmt.Sprintf("hashstore: NewVerifier needs positive Workers, QueueLen and MaxWait, got %d, %d, %s", opts.Workers, opts.QueueLen, opts.MaxWait))
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -160,7 +159,7 @@ func NewVerifier(store *Store, opts VerifierOptions) *Verifier {
 		jobs:    make(chan *job, opts.QueueLen),
 		quit:    make(chan struct{}),
 		key:     key,
-		cache:   newSuccessCache(opts.CacheSize, opts.CacheTTL),
+		cache:   newSuccessCache(successCacheSize, successCacheTTL),
 		compare: bcrypt.CompareHashAndPassword,
 	}
 	v.wg.Add(opts.Workers + 1)

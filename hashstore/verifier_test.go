@@ -24,8 +24,19 @@ func fallbackStore(t *testing.T, hashes ...string) *Store {
 	return s
 }
 
+// newVerifier fills the options a test leaves zero with ordinary values
+// (NewVerifier itself refuses zeros).
 func newVerifier(t *testing.T, s *Store, opts VerifierOptions) *Verifier {
 	t.Helper()
+	if opts.Workers == 0 {
+		opts.Workers = 2
+	}
+	if opts.QueueLen == 0 {
+		opts.QueueLen = 64
+	}
+	if opts.MaxWait == 0 {
+		opts.MaxWait = 2 * time.Second
+	}
 	v := NewVerifier(s, opts)
 	t.Cleanup(v.Close)
 	return v
@@ -60,7 +71,7 @@ func TestVerifyMatchesTheSeedVector(t *testing.T) {
 }
 
 func TestVerifyOutcomesWithoutBcrypt(t *testing.T) {
-	missing, err := NewStore(StoreOptions{Path: filepath.Join(t.TempDir(), "none"), Logger: zerolog.Nop()})
+	missing, err := NewStore(StoreOptions{Path: filepath.Join(t.TempDir(), "none"), PollInterval: -1, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,11 +279,29 @@ func TestCancelledCallerDoesNotCancelTheSharedCheck(t *testing.T) {
 }
 
 func TestVerifyAfterCloseIsBusy(t *testing.T) {
-	v := NewVerifier(fallbackStore(t, cheapHash(t, "x")), VerifierOptions{Workers: 2})
+	v := NewVerifier(fallbackStore(t, cheapHash(t, "x")), VerifierOptions{Workers: 2, QueueLen: 4, MaxWait: time.Second})
 	v.Close()
 	v.Close() // idempotent
 	if r := v.Verify(context.Background(), "x"); r.Outcome != Busy {
 		t.Fatalf("got %+v", r)
+	}
+}
+
+func TestNewVerifierRefusesZeroInsteadOfPickingADefault(t *testing.T) {
+	for _, opts := range []VerifierOptions{
+		{Workers: 0, QueueLen: 1, MaxWait: time.Second},
+		{Workers: 1, QueueLen: 0, MaxWait: time.Second},
+		{Workers: 1, QueueLen: 1, MaxWait: 0},
+		{Workers: 1, QueueLen: -1, MaxWait: time.Second},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewVerifier(%+v) did not panic", opts)
+				}
+			}()
+			NewVerifier(fallbackStore(t, cheapHash(t, "x")), opts).Close()
+		}()
 	}
 }
 

@@ -35,7 +35,7 @@ func benchAuth(b *testing.B) (handler http.Handler, hash, cookie string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	v := hashstore.NewVerifier(store, hashstore.VerifierOptions{Workers: 1})
+	v := hashstore.NewVerifier(store, hashstore.VerifierOptions{Workers: 1, QueueLen: 64, MaxWait: 2 * time.Second})
 	b.Cleanup(v.Close)
 	if res := v.Verify(context.Background(), benchToken); res.Outcome != hashstore.Match {
 		b.Fatalf("warming the cache: %v", res.Outcome)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
 )
@@ -66,7 +67,7 @@ func FuzzAuthDecision(f *testing.F) {
 		h := Auth(AuthOptions{
 			Hashes: fixedHashes{}, Verifier: v, AcceptHashToken: true,
 			PublicPaths: map[string]bool{"/login": true}, LoginPath: "/login",
-			Throttle: NewThrottle(ThrottleOptions{MaxFailures: 3}),
+			Throttle: NewThrottle(ThrottleOptions{MaxFailures: 3, Window: time.Minute, BaseLock: time.Minute}),
 		})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
 		r := httptest.NewRequest("GET", "/", nil)
 		u, err := url.Parse("http://gw" + path)

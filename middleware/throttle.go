@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"container/list"
+	"fmt"
 	"math"
 	"net/http"
 	"net/netip"
@@ -25,7 +26,10 @@ type Throttler interface {
 
 var _ Throttler = (*Throttle)(nil)
 
-// ThrottleOptions configures NewThrottle.
+// ThrottleOptions configures NewThrottle. MaxFailures, Window and BaseLock
+// have no default here: NewThrottle panics on a zero or negative one, so a
+// value a person set is never swapped for another (cmd/comfyui-auth holds
+// the defaults, and server.Config.Validate refuses such values first).
 type ThrottleOptions struct {
 	// MaxFailures is how many failures within Window lock a client
 	// (MAX_LOGIN_ATTEMPTS). It must be at least 1.
@@ -35,10 +39,12 @@ type ThrottleOptions struct {
 	// BaseLock is the first lock's length; each further lock of the same
 	// client doubles it, up to MaxLock.
 	BaseLock time.Duration
-	// MaxLock caps the lock; 0 means 64 × BaseLock.
+	// MaxLock caps the lock; 0 means maxLockFactor × BaseLock. Only tests
+	// set it.
 	MaxLock time.Duration
 	// Capacity caps how many clients are remembered; the least recently
-	// failing one is forgotten first. 0 means 10,000 (about 1 MB).
+	// failing one is forgotten first. 0 means throttleCapacity. Only tests
+	// set it.
 	Capacity int
 	// Trusted says whose X-Forwarded-For to believe.
 	Trusted TrustedProxies
@@ -75,22 +81,29 @@ type throttleEntry struct {
 	lastFail time.Time
 }
 
-// NewThrottle returns a Throttle; see ThrottleOptions for defaults.
+// maxLockFactor caps a repeat offender's lock at 64 × BaseLock: six
+// doublings, 64 minutes with the one-minute default, long enough to make
+// guessing hopeless and short enough that a locked-out colleague behind the
+// same address is not locked out for a day.
+const maxLockFactor = 64
+
+// throttleCapacity is how many failing clients are remembered, about 1 MB.
+// It only bounds memory: forgetting a client unlocks it early, never locks
+// anyone, so no deployment needs another value.
+const throttleCapacity = 10_000
+
+// NewThrottle returns a Throttle. It panics when MaxFailures, Window or
+// BaseLock is not positive, or MaxLock or Capacity is negative: a caller's
+// bug, as a non-positive period is for time.NewTicker.
 func NewThrottle(o ThrottleOptions) *Throttle {
-	if o.MaxFailures < 1 {
-		o.MaxFailures = 5
+	if o.MaxFailures < 1 || o.Window <= 0 || o.BaseLock <= 0 || o.MaxLock < 0 || o.Capacity < 0 {
+		panic(fmt.Sprintf("middleware: NewThrottle needs positive MaxFailures, Window and BaseLock, got %d, %s, %s", o.MaxFailures, o.Window, o.BaseLock))
 	}
-	if o.Window <= 0 {
-		o.Window = 5 * time.Minute
+	if o.MaxLock == 0 {
+		o.MaxLock = maxLockFactor * o.BaseLock
 	}
-	if o.BaseLock <= 0 {
-		o.BaseLock = time.Minute
-	}
-	if o.MaxLock <= 0 {
-		o.MaxLock = 64 * o.BaseLock
-	}
-	if o.Capacity <= 0 {
-		o.Capacity = 10_000
+	if o.Capacity == 0 {
+		o.Capacity = throttleCapacity
 	}
 	if o.Now == nil {
 		o.Now = time.Now

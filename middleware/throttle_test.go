@@ -122,7 +122,7 @@ func TestThrottleCountsAnIPv6ClientPerSlash64(t *testing.T) {
 func TestThrottleResolvesTheClientThroughTrustedProxies(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	trusted, _ := ParseTrustedProxies("10.0.0.0/8")
-	th := NewThrottle(ThrottleOptions{MaxFailures: 1, Trusted: trusted, Now: c.Now})
+	th := NewThrottle(ThrottleOptions{MaxFailures: 1, Window: time.Minute, BaseLock: time.Minute, Trusted: trusted, Now: c.Now})
 	r := httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "10.0.0.2:1234"
 	r.Header.Set("X-Forwarded-For", "198.51.100.1")
@@ -143,5 +143,23 @@ func TestRetryAfterRoundsUp(t *testing.T) {
 		if got := RetryAfterSeconds(d); got != want {
 			t.Errorf("RetryAfterSeconds(%s) = %s, want %s", d, got, want)
 		}
+	}
+}
+
+func TestNewThrottleRefusesZeroInsteadOfPickingADefault(t *testing.T) {
+	for _, o := range []ThrottleOptions{
+		{MaxFailures: 0, Window: time.Minute, BaseLock: time.Minute},
+		{MaxFailures: 1, Window: 0, BaseLock: time.Minute},
+		{MaxFailures: 1, Window: time.Minute, BaseLock: 0},
+		{MaxFailures: 1, Window: time.Minute, BaseLock: time.Minute, Capacity: -1},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("NewThrottle(%+v) did not panic", o)
+				}
+			}()
+			NewThrottle(o)
+		}()
 	}
 }

@@ -4,15 +4,16 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"runtime"
+	"strings"
 	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
 
 // Config is everything the gateway needs to run. cmd/comfyui-auth fills it
-// from flags and environment variables; the README's configuration table
-// lists the same names and defaults.
+// from its settings table (cmd/comfyui-auth/settings.go), which holds each
+// field's flag, environment variables and default; the README's
+// configuration table is checked against that table.
 type Config struct {
 	// Listen is the public address (flag --listen, env COMFYUI_AUTH_LISTEN).
 	Listen string
@@ -116,81 +117,92 @@ type Config struct {
 	// cookies Secure. Empty: taken from each request's Host
 	// (--public-url, COMFYUI_AUTH_PUBLIC_URL).
 	PublicURL string
+	// LogLevel is the lowest level logged: debug, info, warn or error
+	// (--log-level, COMFYUI_AUTH_LOG_LEVEL). cmd/comfyui-auth builds the
+	// logger from it.
+	LogLevel string
 }
 
-// DefaultConfig returns the defaults documented in the README.
-func DefaultConfig() Config {
-	return Config{
-		Listen:            "0.0.0.0:8188",
-		Upstream:          "http://127.0.0.1:8189",
-		HashFile:          "/workspace/ComfyUI/.secrets/qwen-api-user.token",
-		AuthEnabled:       true,
-		AcceptHashToken:   true,
-		BcryptWorkers:     max(1, runtime.NumCPU()/2),
-		BcryptQueue:       64,
-		BcryptMaxWait:     2 * time.Second,
-		PollInterval:      2 * time.Second,
-		UpstreamTimeout:   120 * time.Second,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ShutdownTimeout:   10 * time.Second,
-		MaxLoginAttempts:  5,
-		ThrottleWindow:    5 * time.Minute,
-		ThrottleLock:      time.Minute,
-		SessionExpire:     24 * time.Hour,
-	}
+// FieldError is a Config value Validate refuses. Field names the Config
+// field, so cmd/comfyui-auth can name the flag and environment variable a
+// person actually sets; Reason says what is wrong and what is expected.
+type FieldError struct {
+	Field  string // Config field name, e.g. "BcryptQueue"
+	Reason string
 }
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
 // Validate checks the values a person may get wrong and says what to fix.
+// A zero or negative count or duration is refused, never replaced by a
+// default: the defaults live in cmd/comfyui-auth's settings table, and a
+// value typed on purpose must not be swapped behind the person's back.
 func (c Config) Validate() error {
+	bad := func(field, format string, a ...any) error {
+		return &FieldError{Field: field, Reason: fmt.Sprintf(format, a...)}
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("listen address %q is not host:port (for example 0.0.0.0:8188): %v", c.Listen, err)
+		return bad("Listen", "%q is not host:port (for example 0.0.0.0:8188)", c.Listen)
 	}
 	if c.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
-			return fmt.Errorf("metrics listen address %q is not host:port (for example 127.0.0.1:9188): %v", c.MetricsListen, err)
+			return bad("MetricsListen", "%q is not host:port (for example 127.0.0.1:9188)", c.MetricsListen)
 		}
 	}
 	if _, err := parseUpstream(c.Upstream); err != nil {
-		return err
+		return bad("Upstream", "%v", err)
 	}
 	if c.AuthEnabled && c.HashFile == "" && c.Password == "" {
 		return fmt.Errorf("no credential source: set --hash-file (COMFYUI_AUTH_TOKEN_FILE) or COMFYUI_PASSWORD, or COMFYUI_LOGIN_ENABLED=false to run without authentication")
 	}
 	if c.BcryptWorkers < 1 {
-		return fmt.Errorf("bcrypt workers must be at least 1, got %d", c.BcryptWorkers)
+		return bad("BcryptWorkers", "must be at least 1, got %d", c.BcryptWorkers)
 	}
-	if c.BcryptQueue < 0 {
-		return fmt.Errorf("bcrypt queue must not be negative, got %d", c.BcryptQueue)
+	if c.BcryptQueue < 1 {
+		return bad("BcryptQueue", "must be at least 1, got %d: it is how many token checks may wait for a busy worker before the rest get 503", c.BcryptQueue)
 	}
-	for name, d := range map[string]time.Duration{
-		"bcrypt max wait": c.BcryptMaxWait, "upstream timeout": c.UpstreamTimeout,
-		"read header timeout": c.ReadHeaderTimeout, "shutdown timeout": c.ShutdownTimeout,
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{
+		{"BcryptMaxWait", c.BcryptMaxWait}, {"PollInterval", c.PollInterval},
+		{"UpstreamTimeout", c.UpstreamTimeout}, {"ReadHeaderTimeout", c.ReadHeaderTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout},
 	} {
-		if d <= 0 {
-			return fmt.Errorf("%s must be positive, got %s", name, d)
+		if d.v <= 0 {
+			return bad(d.field, "must be positive, got %s (write it like 2s, 500ms or 1m, or a number of seconds)", d.v)
 		}
 	}
 	if c.MaxLoginAttempts < 0 {
-		return fmt.Errorf("max login attempts must be 0 (no throttle) or more, got %d", c.MaxLoginAttempts)
+		return bad("MaxLoginAttempts", "must be 0 (no throttle) or more, got %d", c.MaxLoginAttempts)
 	}
-	if c.MaxLoginAttempts > 0 && (c.ThrottleWindow <= 0 || c.ThrottleLock <= 0) {
-		return fmt.Errorf("throttle window and lock must be positive, got %s and %s", c.ThrottleWindow, c.ThrottleLock)
+	if c.MaxLoginAttempts > 0 {
+		if c.ThrottleWindow <= 0 {
+			return bad("ThrottleWindow", "must be positive while the throttle is on, got %s", c.ThrottleWindow)
+		}
+		if c.ThrottleLock <= 0 {
+			return bad("ThrottleLock", "must be positive while the throttle is on, got %s", c.ThrottleLock)
+		}
 	}
 	if _, err := middleware.ParseTrustedProxies(c.TrustedProxies); err != nil {
-		return fmt.Errorf("--trusted-proxies (COMFYUI_AUTH_TRUSTED_PROXIES): %w", err)
+		return bad("TrustedProxies", "%v", err)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("set both --tls-cert and --tls-key (COMFYUI_AUTH_TLS_CERT, COMFYUI_AUTH_TLS_KEY), or neither")
 	}
 	if c.SessionExpire < time.Minute {
-		return fmt.Errorf("session lifetime must be at least a minute, got %s (SESSION_EXPIRE_HOURS is in hours, for example 24)", c.SessionExpire)
+		return bad("SessionExpire", "must be at least a minute, got %s (SESSION_EXPIRE_HOURS is in hours, for example 24)", c.SessionExpire)
 	}
 	if _, err := parsePublicURL(c.PublicURL); err != nil {
-		return err
+		return bad("PublicURL", "%v", err)
 	}
 	if c.MaxHeaderBytes < 4096 {
-		return fmt.Errorf("max header bytes must be at least 4096, got %d", c.MaxHeaderBytes)
+		return bad("MaxHeaderBytes", "must be at least 4096, got %d", c.MaxHeaderBytes)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("LogLevel", "%q is not one of debug, info, warn, error", c.LogLevel)
 	}
 	return nil
 }
@@ -198,16 +210,16 @@ func (c Config) Validate() error {
 func parseUpstream(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %q is not a URL: %v", s, err)
+		return nil, fmt.Errorf("%q is not a URL: %v", s, err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("upstream %q must start with http:// or https:// (ComfyUI listens on http://127.0.0.1:8189 inside the image)", s)
+		return nil, fmt.Errorf("%q must start with http:// or https:// (ComfyUI listens on http://127.0.0.1:8189 inside the image)", s)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("upstream %q has no host", s)
+		return nil, fmt.Errorf("%q has no host", s)
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
-		return nil, fmt.Errorf("upstream %q must be a bare origin such as http://127.0.0.1:8189, without path or query", s)
+		return nil, fmt.Errorf("%q must be a bare origin such as http://127.0.0.1:8189, without path or query", s)
 	}
 	u.Path = ""
 	return u, nil
@@ -221,7 +233,7 @@ func parsePublicURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("public URL %q must be an origin such as https://comfy.example.com (scheme and host, no path)", s)
+		return nil, fmt.Errorf("%q must be an origin such as https://comfy.example.com (scheme and host, no path)", s)
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }

@@ -112,13 +112,9 @@ func startGateway(t testing.TB, o gatewayOpts) *gateway {
 			t.Fatal(err)
 		}
 	}
-	cfg := DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := testConfig()
 	cfg.Upstream = up.URL
 	cfg.HashFile = hashFile
-	cfg.PollInterval = 200 * time.Millisecond
-	cfg.BcryptWorkers = 2
-	cfg.ShutdownTimeout = 5 * time.Second
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
@@ -202,3 +198,29 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// testConfig is the configuration the gateway tests start from: the
+// product's defaults as cmd/comfyui-auth's settings table gives them, except
+// for a loopback port, a fast poll, two bcrypt workers and a short drain.
+// The table itself is tested in cmd/comfyui-auth; these are test choices.
+func testConfig() Config {
+	return Config{
+		Listen:            "127.0.0.1:0",
+		Upstream:          "http://127.0.0.1:8189",
+		AuthEnabled:       true,
+		AcceptHashToken:   true,
+		BcryptWorkers:     2,
+		BcryptQueue:       64,
+		BcryptMaxWait:     2 * time.Second,
+		PollInterval:      200 * time.Millisecond,
+		UpstreamTimeout:   120 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ShutdownTimeout:   5 * time.Second,
+		MaxLoginAttempts:  5,
+		ThrottleWindow:    5 * time.Minute,
+		ThrottleLock:      time.Minute,
+		SessionExpire:     24 * time.Hour,
+		LogLevel:          "info",
+	}
+}

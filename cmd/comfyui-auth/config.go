@@ -1,12 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
-	"time"
+	"text/tabwriter"
 
 	"github.com/comfyui-auth/comfyui-auth/server"
 )
@@ -15,138 +15,166 @@ import (
 // process environment.
 type env func(string) (string, bool)
 
-// loadServeConfig fills a server.Config from defaults, then the environment,
-// then flags (a flag wins over its variable).
+// loadServeConfig fills a server.Config from the settings table: defaults,
+// then the environment, then flags (a flag wins over its variable), then
+// Validate. Every error names the flag and variable a person sets.
 func loadServeConfig(args []string, getenv env, stderr io.Writer) (server.Config, error) {
-	cfg := server.DefaultConfig()
-	var errs []string
-	str := func(dst *string, names ...string) {
-		for _, n := range names {
-			if v, ok := getenv(n); ok && v != "" {
-				*dst = v
-				return
-			}
-		}
-	}
-	integer := func(dst *int, name string) {
-		if v, ok := getenv(name); ok && v != "" {
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q is not a whole number", name, v))
-				return
-			}
-			*dst = n
-		}
-	}
-	duration := func(dst *time.Duration, name string) {
-		if v, ok := getenv(name); ok && v != "" {
-			d, err := parseDuration(v)
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q is not a duration (write it like 2s, 500ms or 1m)", name, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	boolean := func(dst *bool, name string) {
-		if v, ok := getenv(name); ok && v != "" {
-			b, err := strconv.ParseBool(strings.TrimSpace(v))
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q is not true or false", name, v))
-				return
-			}
-			*dst = b
-		}
+	cfg := defaultConfig()
+	if err := applyEnv(&cfg, getenv, settings); err != nil {
+		return cfg, err
 	}
 
-	str(&cfg.Listen, "COMFYUI_AUTH_LISTEN")
-	str(&cfg.Upstream, "COMFYUI_AUTH_UPSTREAM")
-	str(&cfg.HashFile, "COMFYUI_AUTH_TOKEN_FILE")
-	if v, ok := getenv("COMFYUI_LOGIN_ENABLED"); ok {
-		// The deployment's own meaning: only an explicit "false" turns
-		// authentication off; anything else keeps it on (fail closed).
-		cfg.AuthEnabled = !strings.EqualFold(strings.TrimSpace(v), "false")
-	}
-	boolean(&cfg.AcceptHashToken, "COMFYUI_AUTH_ACCEPT_HASH_TOKEN")
-	integer(&cfg.BcryptWorkers, "COMFYUI_AUTH_BCRYPT_WORKERS")
-	integer(&cfg.BcryptQueue, "COMFYUI_AUTH_BCRYPT_QUEUE")
-	duration(&cfg.BcryptMaxWait, "COMFYUI_AUTH_BCRYPT_MAX_WAIT")
-	duration(&cfg.PollInterval, "COMFYUI_AUTH_POLL_INTERVAL")
-	duration(&cfg.UpstreamTimeout, "COMFYUI_AUTH_UPSTREAM_TIMEOUT")
-	duration(&cfg.ReadHeaderTimeout, "COMFYUI_AUTH_READ_HEADER_TIMEOUT")
-	integer(&cfg.MaxHeaderBytes, "COMFYUI_AUTH_MAX_HEADER_BYTES")
-	duration(&cfg.ShutdownTimeout, "COMFYUI_AUTH_SHUTDOWN_TIMEOUT")
-	integer(&cfg.MaxLoginAttempts, "MAX_LOGIN_ATTEMPTS")
-	duration(&cfg.ThrottleWindow, "COMFYUI_AUTH_THROTTLE_WINDOW")
-	duration(&cfg.ThrottleLock, "COMFYUI_AUTH_THROTTLE_LOCK")
-	str(&cfg.TrustedProxies, "COMFYUI_AUTH_TRUSTED_PROXIES")
-	str(&cfg.TLSCert, "COMFYUI_AUTH_TLS_CERT")
-	str(&cfg.TLSKey, "COMFYUI_AUTH_TLS_KEY")
-	str(&cfg.SecretKey, "SECRET_KEY")
-	str(&cfg.SecretKeyFile, "COMFYUI_AUTH_SECRET_KEY_FILE")
-	if v, ok := getenv("SESSION_EXPIRE_HOURS"); ok && v != "" {
-		h, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || h <= 0 {
-			errs = append(errs, fmt.Sprintf("SESSION_EXPIRE_HOURS=%q is not a positive number of hours (for example 24)", v))
-		} else {
-			cfg.SessionExpire = time.Duration(h * float64(time.Hour))
+	fs := flag.NewFlagSet("comfyui-auth serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are rewritten below, help is ours
+	fs.Usage = func() {}
+	var bad *flagSetError
+	for _, s := range settings {
+		if s.flag != "" {
+			fs.Var(recordingValue{s.value(&cfg, false), s, &bad}, s.flag, s.help)
 		}
 	}
-	boolean(&cfg.GuestMode, "GUEST_MODE_ENABLED")
-	str(&cfg.PublicURL, "COMFYUI_AUTH_PUBLIC_URL")
-	str(&cfg.MetricsListen, "COMFYUI_AUTH_METRICS_LISTEN")
-	str(&cfg.Username, "COMFYUI_USERNAME")
-	str(&cfg.Password, "COMFYUI_PASSWORD")
-	for _, n := range []string{"COMFYUI_AUTH_TOKEN", "QWEN_API_TOKEN"} {
-		if v, ok := getenv(n); ok && v != "" {
-			cfg.ServerToken, cfg.ServerTokenVar = v, n
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			serveUsage(stderr)
+			return cfg, err
+		}
+		return cfg, flagError(err, bad, args)
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q (flags start with --; see comfyui-auth serve --help)", fs.Arg(0))
+	}
+	if err := cfg.Validate(); err != nil {
+		var fe *server.FieldError
+		if errors.As(err, &fe) {
+			if s, ok := settingFor(fe.Field); ok {
+				return cfg, fmt.Errorf("%s: %s", s.names(), fe.Reason)
+			}
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// applyEnv sets the rows' fields from their environment variables, the
+// first set and non-empty one of each row winning, and reports every value
+// its parser refuses.
+func applyEnv(cfg *server.Config, getenv env, rows []setting) error {
+	var errs []string
+	for _, s := range rows {
+		for _, name := range s.env {
+			v, ok := getenv(name)
+			if !ok || v == "" {
+				continue
+			}
+			if err := s.value(cfg, true).Set(v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q %v", name, v, err))
+			} else if s.sourceField != "" {
+				*fieldPtr(cfg, s.sourceField) = name
+			}
 			break
 		}
 	}
 	if len(errs) > 0 {
-		return cfg, fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+		return fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
 	}
-
-	fs := flag.NewFlagSet("comfyui-auth serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "public `address` (COMFYUI_AUTH_LISTEN)")
-	fs.StringVar(&cfg.Upstream, "upstream", cfg.Upstream, "ComfyUI base `URL` on loopback (COMFYUI_AUTH_UPSTREAM)")
-	fs.StringVar(&cfg.HashFile, "hash-file", cfg.HashFile, "bcrypt credential `file` to load and watch (COMFYUI_AUTH_TOKEN_FILE)")
-	fs.BoolVar(&cfg.AcceptHashToken, "accept-hash-token", cfg.AcceptHashToken, "accept the hash string itself as a Bearer token, as ComfyUI-Login does (COMFYUI_AUTH_ACCEPT_HASH_TOKEN)")
-	fs.IntVar(&cfg.BcryptWorkers, "bcrypt-workers", cfg.BcryptWorkers, "concurrent bcrypt checks at most (COMFYUI_AUTH_BCRYPT_WORKERS)")
-	fs.IntVar(&cfg.BcryptQueue, "bcrypt-queue", cfg.BcryptQueue, "token checks that may wait for a worker (COMFYUI_AUTH_BCRYPT_QUEUE)")
-	fs.DurationVar(&cfg.BcryptMaxWait, "bcrypt-max-wait", cfg.BcryptMaxWait, "longest wait for a bcrypt worker before 503 (COMFYUI_AUTH_BCRYPT_MAX_WAIT)")
-	fs.DurationVar(&cfg.PollInterval, "poll-interval", cfg.PollInterval, "hash file re-read interval besides fsnotify events (COMFYUI_AUTH_POLL_INTERVAL)")
-	fs.DurationVar(&cfg.UpstreamTimeout, "upstream-timeout", cfg.UpstreamTimeout, "longest wait for ComfyUI's response headers before 504 (COMFYUI_AUTH_UPSTREAM_TIMEOUT)")
-	fs.DurationVar(&cfg.ReadHeaderTimeout, "read-header-timeout", cfg.ReadHeaderTimeout, "longest time a client may take to send its headers (COMFYUI_AUTH_READ_HEADER_TIMEOUT)")
-	fs.IntVar(&cfg.MaxHeaderBytes, "max-header-bytes", cfg.MaxHeaderBytes, "largest accepted request header block (COMFYUI_AUTH_MAX_HEADER_BYTES)")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "`address` of the unauthenticated Prometheus /metrics endpoint, e.g. 127.0.0.1:9188; empty: off (COMFYUI_AUTH_METRICS_LISTEN)")
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "drain bound on SIGTERM (COMFYUI_AUTH_SHUTDOWN_TIMEOUT)")
-	fs.IntVar(&cfg.MaxLoginAttempts, "max-login-attempts", cfg.MaxLoginAttempts, "wrong raw tokens or passwords per client within --throttle-window before a 429 lockout; 0 disables (MAX_LOGIN_ATTEMPTS)")
-	fs.DurationVar(&cfg.ThrottleWindow, "throttle-window", cfg.ThrottleWindow, "period failures are counted over (COMFYUI_AUTH_THROTTLE_WINDOW)")
-	fs.DurationVar(&cfg.ThrottleLock, "throttle-lock", cfg.ThrottleLock, "first lockout length, doubled on each repeat (COMFYUI_AUTH_THROTTLE_LOCK)")
-	fs.StringVar(&cfg.TrustedProxies, "trusted-proxies", cfg.TrustedProxies, "comma-separated `CIDRs` of proxies whose X-Forwarded-For/-Proto are believed (COMFYUI_AUTH_TRUSTED_PROXIES)")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "PEM certificate `file`; with --tls-key serves HTTPS and HTTP/2, reloaded on change (COMFYUI_AUTH_TLS_CERT)")
-	fs.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "PEM private key `file` for --tls-cert (COMFYUI_AUTH_TLS_KEY)")
-	fs.StringVar(&cfg.SecretKeyFile, "secret-key-file", cfg.SecretKeyFile, "`file` with the session signing key, created when missing (COMFYUI_AUTH_SECRET_KEY_FILE; SECRET_KEY wins)")
-	fs.DurationVar(&cfg.SessionExpire, "session-expire", cfg.SessionExpire, "browser session lifetime (SESSION_EXPIRE_HOURS, in hours)")
-	fs.BoolVar(&cfg.GuestMode, "guest-mode", cfg.GuestMode, "offer a Guest button on the login page (GUEST_MODE_ENABLED, or a GUEST_MODE file next to the hash file)")
-	fs.StringVar(&cfg.PublicURL, "public-url", cfg.PublicURL, "public `origin` browsers use, e.g. https://comfy.example.com; default: each request's Host (COMFYUI_AUTH_PUBLIC_URL)")
-	if err := fs.Parse(args); err != nil {
-		return cfg, err
-	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q (flags start with --)", fs.Arg(0))
-	}
-	return cfg, cfg.Validate()
+	return nil
 }
 
-// parseDuration accepts Go durations and, for environment files written by
-// hand, a bare number of seconds.
-func parseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if n, err := strconv.ParseFloat(s, 64); err == nil {
-		return time.Duration(n * float64(time.Second)), nil
+// acceptHashFlag defines --accept-hash-token on a client command (token
+// check, probe) with the server's default and variable, so the diagnosis
+// matches what the gateway beside it does.
+func acceptHashFlag(fs *flag.FlagSet, getenv env) (*bool, error) {
+	cfg := defaultConfig()
+	s, _ := settingFor("AcceptHashToken")
+	err := applyEnv(&cfg, getenv, []setting{s})
+	fs.Var(s.value(&cfg, false), s.flag, "whether the server accepts the hash itself ("+strings.Join(s.env, ", ")+")")
+	return &cfg.AcceptHashToken, err
+}
+
+func fieldPtr(cfg *server.Config, field string) *string {
+	return setting{field: field}.value(cfg, false).(stringValue).p
+}
+
+// flagSetError is a flag value its parser refused.
+type flagSetError struct {
+	s   setting
+	raw string
+	err error
+}
+
+// recordingValue keeps the setting and raw text of a refused flag value, so
+// the message can name the flag with its dashes and both of its names,
+// which the flag package's own message ("-bcrypt-queue") does not.
+type recordingValue struct {
+	settingValue
+	s   setting
+	bad **flagSetError
+}
+
+func (v recordingValue) Set(raw string) error {
+	err := v.settingValue.Set(raw)
+	if err != nil {
+		*v.bad = &flagSetError{v.s, raw, err}
 	}
-	return time.ParseDuration(s)
+	return err
+}
+
+func (v recordingValue) IsBoolFlag() bool {
+	b, ok := v.settingValue.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// flagError rewrites the flag package's errors into one sentence that names
+// the flag as a person types it.
+func flagError(err error, bad *flagSetError, args []string) error {
+	if bad != nil {
+		return fmt.Errorf("%s: %q %v", bad.s.names(), bad.raw, bad.err)
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag %s (comfyui-auth serve --help lists them)", typedFlag(args, name))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("%s needs a value, as in %s=VALUE", typedFlag(args, name), typedFlag(args, name))
+	}
+	return err
+}
+
+// typedFlag returns name with the dashes the person typed before it.
+func typedFlag(args []string, name string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		n := strings.TrimLeft(a, "-")
+		n, _, _ = strings.Cut(n, "=")
+		if n == name && strings.HasPrefix(a, "-") {
+			return a[:len(a)-len(strings.TrimLeft(a, "-"))] + name
+		}
+	}
+	return "--" + name
+}
+
+// serveUsage is `comfyui-auth serve --help`, written from the settings table.
+func serveUsage(w io.Writer) {
+	fmt.Fprint(w, `Usage: comfyui-auth serve [flags]
+
+A flag wins over its environment variable, which wins over the default.
+Durations take Go syntax (2s, 500ms, 1m) or a bare number of seconds.
+
+`)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "flag\tenvironment\tdefault\tmeaning")
+	var cfg server.Config
+	for _, s := range settings {
+		flagCol := ""
+		if s.flag != "" {
+			flagCol = "--" + s.flag
+			if k := s.value(&cfg, false).kind(); k != "" {
+				flagCol += " " + k
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", flagCol, strings.Join(s.env, ", "), s.shown(), s.help)
+	}
+	tw.Flush()
 }

@@ -62,7 +62,7 @@ func TestBadServeConfigurationSaysWhatToFix(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"unknown flag", []string{"--lisen", "x"}, nil, "flag provided but not defined"},
+		{"unknown flag as typed", []string{"--lisen", "x"}, nil, "unknown flag --lisen"},
 		{"stray argument", []string{"serve"}, nil, "unexpected argument"},
 		{"bad duration", nil, map[string]string{"COMFYUI_AUTH_POLL_INTERVAL": "soon"}, "not a duration"},
 		{"bad number", nil, map[string]string{"COMFYUI_AUTH_BCRYPT_WORKERS": "two"}, "not a whole number"},

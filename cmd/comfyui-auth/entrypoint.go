@@ -173,16 +173,12 @@ func gatewayDrainTime(stop time.Duration) time.Duration {
 	return (stop * 3 / 4).Round(time.Millisecond)
 }
 
-// parseStopTimeout accepts a Go duration ("8s", "1m") or whole seconds ("8"),
-// since Compose users write both.
+// parseStopTimeout reads COMFYUI_STOP_TIMEOUT with the same parser as every
+// other duration: Go syntax ("8s", "1m") or bare seconds ("8").
 func parseStopTimeout(v string) (time.Duration, error) {
-	d, err := time.ParseDuration(v)
+	d, err := parseDuration(v)
 	if err != nil {
-		n, nerr := strconv.Atoi(v)
-		if nerr != nil {
-			return 0, fmt.Errorf("COMFYUI_STOP_TIMEOUT=%q is neither seconds (8) nor a duration (8s)", v)
-		}
-		d = time.Duration(n) * time.Second
+		return 0, fmt.Errorf("COMFYUI_STOP_TIMEOUT=%q %v", v, err)
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("COMFYUI_STOP_TIMEOUT=%q must be positive", v)

@@ -6,18 +6,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
 
 // runHealthcheck asks the gateway's /readyz and exits 0 when it answers 200.
 // Docker's HEALTHCHECK runs it, so the image needs no curl.
-func runHealthcheck(args []string, stdout, stderr io.Writer) int {
+func runHealthcheck(args []string, getenv env, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("comfyui-auth healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	url := fs.String("url", defaultHealthURL(), "readiness `URL` to probe")
-	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
+	url := fs.String("url", defaultHealthURL(getenv), "readiness `URL` to probe")
+	timeout := durationFlag(fs, "timeout", 5*time.Second, "give up after this `long`")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -41,13 +40,19 @@ func runHealthcheck(args []string, stdout, stderr io.Writer) int {
 }
 
 // defaultHealthURL probes the port the gateway listens on, from the same
-// environment variable, on loopback.
-func defaultHealthURL() string {
-	port := "8188"
-	if v := os.Getenv("COMFYUI_AUTH_LISTEN"); v != "" {
-		if _, p, err := net.SplitHostPort(v); err == nil && p != "" {
-			port = p
+// setting (variable and default), on loopback.
+func defaultHealthURL(getenv env) string {
+	cfg := defaultConfig()
+	s, _ := settingFor("Listen")
+	for _, name := range s.env {
+		if v, ok := getenv(name); ok && v != "" {
+			cfg.Listen = v
+			break
 		}
+	}
+	_, port, err := net.SplitHostPort(cfg.Listen)
+	if err != nil || port == "" {
+		_, port, _ = net.SplitHostPort(defaultConfig().Listen)
 	}
 	return "http://127.0.0.1:" + port + "/readyz"
 }

@@ -19,7 +19,7 @@ func BenchmarkAccessLogLineToFile(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	logger, closeLog := newLogger(f)
+	logger, closeLog := newLogger(f, "info")
 	defer closeLog()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -53,7 +53,7 @@ func (b *logSink) snapshot() (string, int) {
 
 func TestLogLinesAreBatchedWholeAndAllWrittenByClose(t *testing.T) {
 	out := &logSink{}
-	logger, closeLog := newLogger(out)
+	logger, closeLog := newLogger(out, "info")
 	const writers, each = 8, 2000
 	var wg sync.WaitGroup
 	for i := range writers {
@@ -84,7 +84,7 @@ func TestLogLinesAreBatchedWholeAndAllWrittenByClose(t *testing.T) {
 
 func TestErrorsAreWrittenAtOnceAndInfoWithinTheFlushInterval(t *testing.T) {
 	out := &logSink{}
-	logger, closeLog := newLogger(out)
+	logger, closeLog := newLogger(out, "info")
 	defer closeLog()
 	logger.Info().Msg("held")
 	logger.Error().Msg("urgent")

@@ -54,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		return runServe(args[1:], stderr)
 	case "healthcheck":
-		return runHealthcheck(args[1:], stdout, stderr)
+		return runHealthcheck(args[1:], os.LookupEnv, stdout, stderr)
 	case "entrypoint":
 		return runEntrypoint(args[1:], stdout, stderr)
 	case "token":
@@ -85,7 +85,7 @@ func runServe(args []string, stderr io.Writer) int {
 		return 2
 	}
 	setGCPercent(os.LookupEnv)
-	logger, closeLog := newLogger(stderr)
+	logger, closeLog := newLogger(stderr, cfg.LogLevel)
 	defer closeLog()
 	if !cfg.AuthEnabled {
 		logger.Warn().Msg("AUTHENTICATION IS OFF (COMFYUI_LOGIN_ENABLED=false): anyone who reaches this port controls ComfyUI")
@@ -127,10 +127,11 @@ func setGCPercent(lookupEnv func(string) (string, bool)) {
 }
 
 // newLogger writes JSON, or a readable console format when stderr is a
-// terminal (a person running it by hand). JSON lines are buffered (see
-// logBuffer); the returned close writes out what is held and must run
-// before exit and before anything else is printed to w.
-func newLogger(w io.Writer) (zerolog.Logger, func()) {
+// terminal (a person running it by hand), at level (a name Config.Validate
+// accepted). JSON lines are buffered (see logBuffer); the returned close
+// writes out what is held and must run before exit and before anything
+// else is printed to w.
+func newLogger(w io.Writer, level string) (zerolog.Logger, func()) {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	closeLog := func() {}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
@@ -139,13 +140,9 @@ func newLogger(w io.Writer) (zerolog.Logger, func()) {
 		b := newLogBuffer(w)
 		w, closeLog = b, b.Close
 	}
-	level := zerolog.InfoLevel
-	if v := os.Getenv("COMFYUI_AUTH_LOG_LEVEL"); v != "" {
-		if l, err := zerolog.ParseLevel(strings.ToLower(v)); err == nil {
-			level = l
-		} else {
-			fmt.Fprintf(w, "COMFYUI_AUTH_LOG_LEVEL=%q is not one of debug, info, warn, error; using info\n", v)
-		}
+	l, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil {
+		l = zerolog.InfoLevel
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), closeLog
+	return zerolog.New(w).Level(l).With().Timestamp().Logger(), closeLog
 }

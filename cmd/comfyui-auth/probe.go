@@ -37,11 +37,16 @@ func runProbe(args []string, getenv env, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.URL, "url", "http://localhost:8188", "the gateway's base `URL`, as clients reach it")
 	tokenFlag := fs.String("token", "", "the `value` to send as a Bearer token; - reads it from stdin. Default: the first set of "+strings.Join(clientTokenVars, ", "))
 	fs.StringVar(&o.HashFile, "hash-file", defaultHashFile(getenv), "hash `file` to diagnose a 401 against locally, when it is readable here")
-	fs.BoolVar(&o.AcceptHash, "accept-hash-token", envBool(getenv, "COMFYUI_AUTH_ACCEPT_HASH_TOKEN", true), "whether the server accepts the hash itself (COMFYUI_AUTH_ACCEPT_HASH_TOKEN)")
-	fs.DurationVar(&o.Timeout, "timeout", 10*time.Second, "give up on each request after this `long`")
+	acceptHash, envErr := acceptHashFlag(fs, getenv)
+	timeout := durationFlag(fs, "timeout", 10*time.Second, "give up on each request after this `long`")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	if envErr != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), envErr)
+		return 2
+	}
+	o.AcceptHash, o.Timeout = *acceptHash, *timeout
 	if *tokenFlag != "" || anySet(getenv, clientTokenVars) {
 		v, src, err := pickToken(*tokenFlag, os.Stdin, getenv)
 		if err != nil {

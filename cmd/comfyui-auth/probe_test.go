@@ -28,7 +28,7 @@ func startProbeGateway(t *testing.T, upstream, hashContent string) string {
 			t.Fatal(err)
 		}
 	}
-	cfg := server.DefaultConfig()
+	cfg := defaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Upstream = upstream
 	cfg.HashFile = hashFile

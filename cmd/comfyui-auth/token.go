@@ -177,8 +177,8 @@ func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
 	outDir := fs.String("out-dir", ".secrets", "`directory` for .env.generated (raw token) and <name>.token (hash)")
 	name := fs.String("name", "qwen-api-user", "credential `name`: the hash goes to <name>.token, the token to <NAME>_TOKEN")
 	cost := fs.Int("cost", 12, "bcrypt `cost` (10..14)")
-	force := fs.Bool("force", false, "overwrite existing files (clients holding the old token get 401; see `token rotate` to avoid that)")
-	composeEnv := fs.Bool("compose-env", false, "also print the hash escaped for a Compose .env (each `$` doubled)")
+	force := boolFlag(fs, "force", "overwrite existing files (clients holding the old token get 401; see `token rotate` to avoid that)")
+	composeEnv := boolFlag(fs, "compose-env", "also print the hash escaped for a Compose .env (each `$` doubled)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -265,8 +265,8 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	hashFile := fs.String("hash-file", defaultHashFile(os.LookupEnv), "credential `file` to rotate in place (COMFYUI_AUTH_TOKEN_FILE)")
 	envFile := fs.String("env-file", "", "where the new raw token goes (default: .env.generated beside the hash file)")
-	keepOld := fs.Duration("keep-old", 0, "after adding the new hash, wait this `long`, then remove the old hashes (Ctrl-C keeps both)")
-	retireOld := fs.Bool("retire-old", false, "only remove every hash but the newest; run it once every client uses the new token")
+	keepOld := durationFlag(fs, "keep-old", 0, "after adding the new hash, wait this `long`, then remove the old hashes (Ctrl-C keeps both)")
+	retireOld := boolFlag(fs, "retire-old", "only remove every hash but the newest; run it once every client uses the new token")
 	cost := fs.Int("cost", 12, "bcrypt `cost` for the new hash (10..14)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -366,9 +366,13 @@ func runTokenCheck(args []string, stdin io.Reader, getenv env, stdout, stderr io
 	fs.SetOutput(stderr)
 	hashFile := fs.String("hash-file", defaultHashFile(getenv), "credential `file` the server reads (COMFYUI_AUTH_TOKEN_FILE)")
 	tokenFlag := fs.String("token", "", "the `value` to check; - reads it from stdin. Default: the first set of "+strings.Join(clientTokenVars, ", "))
-	acceptHash := fs.Bool("accept-hash-token", envBool(getenv, "COMFYUI_AUTH_ACCEPT_HASH_TOKEN", true), "whether the server accepts the hash itself (COMFYUI_AUTH_ACCEPT_HASH_TOKEN)")
+	acceptHash, envErr := acceptHashFlag(fs, getenv)
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
+	}
+	if envErr != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), envErr)
+		return 2
 	}
 	value, source, err := pickToken(*tokenFlag, stdin, getenv)
 	if err != nil {
@@ -402,18 +406,4 @@ func pickToken(flagValue string, stdin io.Reader, getenv env) (value, source str
 		}
 	}
 	return "", "", fmt.Errorf("no token to check: pass --token (or --token - to read it from stdin), or set one of %s", strings.Join(clientTokenVars, ", "))
-}
-
-func envBool(getenv env, name string, def bool) bool {
-	v, ok := getenv(name)
-	if !ok || v == "" {
-		return def
-	}
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "false", "0", "no", "off":
-		return false
-	case "true", "1", "yes", "on":
-		return true
-	}
-	return def
 }
