@@ -105,7 +105,7 @@ type Config struct {
 	// (--secret-key-file, COMFYUI_AUTH_SECRET_KEY_FILE).
 	SecretKeyFile string
 	// SessionExpire is a browser session's lifetime (--session-expire,
-	// SESSION_EXPIRE_HOURS as a number of hours; default 24h).
+	// SESSION_EXPIRE_HOURS as a number of hours).
 	SessionExpire time.Duration
 	// GuestMode offers a Guest button on the login page (--guest-mode,
 	// GUEST_MODE_ENABLED). A GUEST_MODE file next to the hash file turns it

@@ -297,6 +297,12 @@ func (s *Server) Listen() (net.Listener, error) {
 	return ln, nil
 }
 
+// idleTimeout closes a keep-alive connection that sent no request for this
+// long. Browsers and API clients reconnect for free, and two minutes spans
+// any pause between a client's requests that is worth a held socket; it is
+// not a setting because no deployment gains from another value.
+const idleTimeout = 2 * time.Minute
+
 // Serve runs the gateway on ln until ctx is done, then stops accepting,
 // closes websockets, drains in-flight requests within cfg.ShutdownTimeout
 // and returns nil.
@@ -317,7 +323,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		// No ReadTimeout/WriteTimeout: they would cut slow uploads, long
 		// /view downloads and idle websockets. IdleTimeout only closes
 		// keep-alive connections between requests.
-		IdleTimeout: 2 * time.Minute,
+		IdleTimeout: idleTimeout,
 		// Handshake failures and malformed requests from scanners arrive
 		// all day on a public port: debug level, in the structured log.
 		ErrorLog: log.New(debugWriter{s.logger.With().Str("component", "http").Logger()}, "", 0),
@@ -334,7 +340,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", s.metrics.handler())
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: 2 * time.Minute}
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: idleTimeout}
 		mln := s.metricsLn
 		go func() {
 			if err := metricsSrv.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
