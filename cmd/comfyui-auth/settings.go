@@ -182,13 +182,26 @@ type settingValue interface {
 
 type stringValue struct{ p *string }
 
-func (v stringValue) String() string     { return *v.p }
+// The String methods answer for a nil pointer too: flag.PrintDefaults calls
+// them on a zero value to decide whether to print "(default ...)".
+
+func (v stringValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
 func (v stringValue) Set(s string) error { *v.p = s; return nil }
 func (stringValue) kind() string         { return "string" }
 
 type intValue struct{ p *int }
 
-func (v intValue) String() string { return strconv.Itoa(*v.p) }
+func (v intValue) String() string {
+	if v.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*v.p)
+}
 func (v intValue) Set(s string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
@@ -201,7 +214,7 @@ func (intValue) kind() string { return "n" }
 
 type boolValue struct{ p *bool }
 
-func (v boolValue) String() string { return strconv.FormatBool(*v.p) }
+func (v boolValue) String() string { return strconv.FormatBool(v.p != nil && *v.p) }
 func (v boolValue) Set(s string) error {
 	b, err := parseBool(s)
 	if err != nil {
@@ -218,7 +231,7 @@ func (boolValue) IsBoolFlag() bool { return true }
 // must keep authentication on.
 type unlessFalseValue struct{ p *bool }
 
-func (v unlessFalseValue) String() string { return strconv.FormatBool(*v.p) }
+func (v unlessFalseValue) String() string { return strconv.FormatBool(v.p != nil && *v.p) }
 func (v unlessFalseValue) Set(s string) error {
 	*v.p = !strings.EqualFold(strings.TrimSpace(s), "false")
 	return nil
@@ -230,7 +243,12 @@ type durationValue struct {
 	unit time.Duration // what a bare number counts
 }
 
-func (v durationValue) String() string { return v.p.String() }
+func (v durationValue) String() string {
+	if v.p == nil {
+		return "0s"
+	}
+	return v.p.String()
+}
 func (v durationValue) Set(s string) error {
 	d, err := parseDurationUnit(s, v.unit)
 	if err != nil {

@@ -381,3 +381,17 @@ func TestParseDurationRefusesWhatIsNotADuration(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryCommandsHelpPrintsCleanly: the shared flag values must answer
+// flag.PrintDefaults' String call on a zero value without panicking.
+func TestEveryCommandsHelpPrintsCleanly(t *testing.T) {
+	for _, args := range [][]string{
+		{"serve", "--help"}, {"probe", "--help"}, {"healthcheck", "--help"},
+		{"token", "generate", "--help"}, {"token", "rotate", "--help"}, {"token", "check", "--help"},
+	} {
+		var out bytes.Buffer
+		if code := run(args, &out, &out); code != 0 || strings.Contains(out.String(), "panic") {
+			t.Errorf("%q: exit %d\n%s", args, code, out.String())
+		}
+	}
+}
