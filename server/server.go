@@ -309,7 +309,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
 	if s.store != nil {
-		go func() { _ = s.store.Run(storeCtx) }()
+		go s.store.Run(storeCtx)
 		s.checkServerToken()
 	}
 	if s.verifier != nil {
