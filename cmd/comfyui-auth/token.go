@@ -131,28 +131,8 @@ func writeEnvFile(path, varName, token, hashFP string, exclusive bool) error {
 	}
 	content := fmt.Sprintf("# raw token for clients (comfyui-auth, %s); server hash fingerprint %s. Never commit this file.\n%s=%s\n",
 		time.Now().UTC().Format(time.RFC3339), hashFP, varName, token)
-	return writeSynced(path, flags, 0o600, content, "the token file")
-}
-
-// writeSynced writes content in one go, sets mode (an existing file, or the
-// umask, would otherwise decide it) and syncs before closing.
-func writeSynced(path string, flags int, mode os.FileMode, content, what string) error {
-	f, err := os.OpenFile(path, flags, mode)
-	if err != nil {
-		return fmt.Errorf("writing %s %s: %w", what, path, err)
-	}
-	_, err = f.WriteString(content)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s %s: %w", what, path, err)
+	if err := hashstore.WriteFileSynced(path, flags, 0o600, []byte(content)); err != nil {
+		return fmt.Errorf("writing the token file: %w", err)
 	}
 	return nil
 }
@@ -247,7 +227,10 @@ func writeHashFile(path, content string) error {
 		}
 		return os.Chmod(path, 0o644)
 	}
-	return writeSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644, content, "the hash file")
+	if err := hashstore.WriteFileSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644, []byte(content)); err != nil {
+		return fmt.Errorf("writing the hash file: %w", err)
+	}
+	return nil
 }
 
 // defaultHashFile is the hash file the commands act on without --hash-file:
