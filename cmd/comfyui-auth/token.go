@@ -282,18 +282,28 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	// The token file first, keeping its old content: if appending the hash
 	// then fails, the old content is put back and nothing changed.
 	oldEnv, oldEnvErr := os.ReadFile(*envFile)
+	envExisted := oldEnvErr == nil
+	if oldEnvErr != nil && !errors.Is(oldEnvErr, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "%s: cannot keep a copy of the token file %s to put back if the rotation fails (%v); nothing was changed: make it readable, or choose another file with --env-file\n", fs.Name(), *envFile, oldEnvErr)
+		return 1
+	}
 	if err := writeEnvFile(*envFile, varName, token, fp, false); err != nil {
 		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
 		return 1
 	}
 	creds, err := hashstore.AppendHash(*hashFile, hash)
 	if err != nil {
-		if oldEnvErr == nil {
-			_ = os.WriteFile(*envFile, oldEnv, 0o600)
-		} else {
-			_ = os.Remove(*envFile)
-		}
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		if rerr := restoreEnvFile(*envFile, oldEnv, envExisted); rerr != nil {
+			fmt.Fprintf(stderr, "%s: putting the token file back failed too: %v\n"+
+				"  %s now holds a NEW token (hash fingerprint %s) whose hash is NOT in %s: do not give it to clients, they would be refused.\n"+
+				"  To fix: %s; then run `comfyui-auth token rotate` again once the error above is solved for %s.\n",
+				fs.Name(), rerr, *envFile, fp, *hashFile, envFixHint(*envFile, envExisted), *hashFile)
+		} else if envExisted {
+			fmt.Fprintf(stderr, "%s: %s was put back as it was; nothing was changed\n", fs.Name(), *envFile)
+		} else {
+			fmt.Fprintf(stderr, "%s: %s was removed again; nothing was changed\n", fs.Name(), *envFile)
+		}
 		return 1
 	}
 	fmt.Fprintf(stdout, "added hash %d (fingerprint %s) to %s in place; the running gateway reloads it without restart, and the old token stays valid\n", len(creds.Hashes), fp, *hashFile)
@@ -322,6 +332,32 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 			return retire(*hashFile, stdout, stderr)
 		}
 	}
+}
+
+// restoreEnvFile undoes writeEnvFile after a failed rotation: it puts the
+// old content back (synced, mode 0600), or removes the file if there was
+// none. An error here leaves a token file whose token the hash file does not
+// accept, so the caller must tell the operator.
+func restoreEnvFile(path string, old []byte, existed bool) error {
+	if existed {
+		return restoreFile(path, os.O_WRONLY|os.O_TRUNC, 0o600, old)
+	}
+	return removeFile(path)
+}
+
+// restoreFile and removeFile are what restoreEnvFile calls; tests make them
+// fail to check that a failed rollback is reported.
+var (
+	restoreFile = hashstore.WriteFileSynced
+	removeFile  = os.Remove
+)
+
+// envFixHint says how to undo the token file by hand.
+func envFixHint(path string, existed bool) string {
+	if existed {
+		return fmt.Sprintf("put back your own copy of %s (its old token is the one clients use), or delete it", path)
+	}
+	return fmt.Sprintf("delete %s", path)
 }
 
 // progressEvery spaces progress lines so a long wait prints about ten.
