@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,4 +226,57 @@ func sessionCookie(t *testing.T, resp *http.Response) *http.Cookie {
 	}
 	t.Fatalf("login answered %d with no session cookie", resp.StatusCode)
 	return nil
+}
+
+// A certificate file that blocks on open (a FIFO here; a stalled network
+// mount in real life) must not hold up handshakes: the check of the files
+// runs beside them, and they are served the pair in service meanwhile.
+func TestHandshakesDoNotWaitForTheCertificateFiles(t *testing.T) {
+	g, ca, certFile, _ := startTLSGateway(t)
+	addr := strings.TrimPrefix(g.URL, "https://")
+	serial := func() int64 {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: ca.pool})
+		if err != nil {
+			t.Fatalf("handshake while the certificate file blocks: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	if s := serial(); s != 100 {
+		t.Fatalf("serial %d, want 100", s)
+	}
+	fifo := certFile + ".fifo"
+	must(t, syscall.Mkfifo(fifo, 0o644))
+	must(t, os.Rename(fifo, certFile))
+	// Whoever is blocked opening the FIFO gets EOF when a writer comes and
+	// goes; O_RDWR never blocks on Linux.
+	release := func() {
+		if w, err := os.OpenFile(certFile, os.O_RDWR, 0); err == nil {
+			w.Close()
+		}
+	}
+	t.Cleanup(release)
+
+	// Handshakes across several check intervals: one of them starts the
+	// check that blocks on the FIFO, and every one must still complete.
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		if s := serial(); s != 100 {
+			t.Fatalf("serial %d, want the pair in service, 100", s)
+		}
+	}
+	// The check really was stuck on the file all along: a reader is still
+	// waiting for a writer (opening for write without blocking succeeds
+	// only then).
+	w, err := os.OpenFile(certFile, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("no check is blocked on the certificate file (%v): the test did not exercise a blocking read", err)
+	}
+	w.Close()
+	eventually(t, 5*time.Second, "the unreadable pair is reported", func() bool {
+		return strings.Contains(g.Logs.String(), "keeping the last good TLS certificate")
+	})
+	if s := serial(); s != 100 {
+		t.Fatalf("serial %d after the failed reload, want 100", s)
+	}
 }
