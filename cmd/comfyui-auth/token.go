@@ -82,7 +82,8 @@ func newTokenPair(cost int) (token, hash string, err error) {
 }
 
 // envVarFor turns a credential name into the client variable that holds its
-// raw token: qwen-api-user → QWEN_API_USER_TOKEN, as the old Python tool did.
+// raw token: qwen-api-user → QWEN_API_USER_TOKEN, the name the deployment's
+// clients and notebooks read.
 func envVarFor(name string) string {
 	var b strings.Builder
 	for _, c := range strings.ToUpper(name) {
