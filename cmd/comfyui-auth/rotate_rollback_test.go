@@ -24,8 +24,8 @@ func TestTokenRotateRollbackIsCheckedAndReported(t *testing.T) {
 		wantEnv    string // "" with envExisted false: the file must be gone
 		wantSays   []string
 	}{
-		{"old token file put back", true, false, oldEnv, []string{"was put back as it was", "nothing was changed"}},
-		{"new token file removed", false, false, "", []string{"was removed again", "nothing was changed"}},
+		{"old token file put back", true, false, oldEnv, []string{"was put back as it was"}},
+		{"new token file removed", false, false, "", []string{"was removed again"}},
 		{"putting back fails", true, true, "NEW", []string{"putting the token file back failed too", "injected: disk full",
 			"holds a NEW token", "do not give it to clients", "put back your own copy of"}},
 		{"removing fails", false, true, "NEW", []string{"putting the token file back failed too", "injected: disk full",

@@ -281,7 +281,7 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fp := hashstore.Fingerprint(hash)
 	// The token file first, keeping its old content: if appending the hash
-	// then fails, the old content is put back and nothing changed.
+	// then fails, the old content is put back.
 	oldEnv, oldEnvErr := os.ReadFile(*envFile)
 	envExisted := oldEnvErr == nil
 	if oldEnvErr != nil && !errors.Is(oldEnvErr, os.ErrNotExist) {
@@ -301,9 +301,9 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 				"  To fix: %s; then run `comfyui-auth token rotate` again once the error above is solved for %s.\n",
 				fs.Name(), rerr, *envFile, fp, *hashFile, envFixHint(*envFile, envExisted), *hashFile)
 		} else if envExisted {
-			fmt.Fprintf(stderr, "%s: %s was put back as it was; nothing was changed\n", fs.Name(), *envFile)
+			fmt.Fprintf(stderr, "%s: %s was put back as it was\n", fs.Name(), *envFile)
 		} else {
-			fmt.Fprintf(stderr, "%s: %s was removed again; nothing was changed\n", fs.Name(), *envFile)
+			fmt.Fprintf(stderr, "%s: %s was removed again\n", fs.Name(), *envFile)
 		}
 		return 1
 	}
