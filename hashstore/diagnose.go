@@ -3,9 +3,6 @@ package hashstore
 import (
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -189,18 +186,9 @@ func fingerprintOrEmpty(s string) string {
 // ReadFile reads and parses the credential file at path, with the same
 // sentences the gateway logs when it cannot load it.
 func ReadFile(path string) (Credentials, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Credentials{}, &ParseError{Reason: ReasonMissing, Message: fmt.Sprintf(
-			"hash file %s does not exist: create it with `comfyui-auth token generate`, or point --hash-file at the file the server mounts", path)}
-	}
-	if err != nil {
-		return Credentials{}, unreadable(path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return Credentials{}, unreadable(path, err)
+	data, perr := readCredentialFile(path)
+	if perr != nil {
+		return Credentials{}, perr
 	}
 	creds, err := Parse(data)
 	if err != nil {

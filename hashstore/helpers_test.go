@@ -1,14 +1,14 @@
 package hashstore
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/comfyui-auth/comfyui-auth/internal/logbuf"
 )
 
 // The public test vector from the seed documents.
@@ -52,22 +52,7 @@ func waitClosed(t testing.TB, what string, ch <-chan struct{}) {
 }
 
 // logBuffer is a goroutine-safe zerolog sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = logbuf.Buffer
 
 func writeFile(t testing.TB, path, content string) {
 	t.Helper()

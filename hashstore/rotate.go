@@ -1,10 +1,7 @@
 package hashstore
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"strings"
 )
@@ -24,35 +21,50 @@ func WriteInPlace(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("opening %s to rewrite it: %w (is it writable by you? on the host, not inside the read-only container mount)", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	if err := finishWrite(f, 0, data); err != nil {
 		return fmt.Errorf("writing %s: %w; the file may now be partial: check it with `comfyui-auth token check`", path, err)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("syncing %s: %w", path, err)
+	return nil
+}
+
+// WriteFileSynced writes data to the file at path opened with flag (os.O_*),
+// gives it perm whatever its old mode or the umask, and fsyncs it before
+// closing, so that once it returns nil a crash cannot leave the file empty.
+func WriteFileSynced(path string, flag int, perm os.FileMode, data []byte) error {
+	f, err := os.OpenFile(path, flag, perm)
+	if err != nil {
+		return err
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", path, err)
+	if err := finishWrite(f, perm, data); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// finishWrite writes data in one call, sets perm unless it is 0, syncs and
+// closes f: the one write-and-fsync sequence behind every file the tools
+// write.
+func finishWrite(f *os.File, perm os.FileMode, data []byte) error {
+	_, err := f.Write(data)
+	if err == nil && perm != 0 {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // readForRewrite reads and validates the credential file before a rotation
 // step changes it: rewriting a file that is already broken would hide the
 // original problem.
 func readForRewrite(path string) ([]byte, Credentials, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, Credentials{}, fmt.Errorf("hash file %s does not exist: there is nothing to rotate; create the first token with `comfyui-auth token generate`", path)
-	}
-	if err != nil {
-		return nil, Credentials{}, unreadable(path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return nil, Credentials{}, unreadable(path, err)
+	data, perr := readCredentialFile(path)
+	if perr != nil {
+		return nil, Credentials{}, perr
 	}
 	creds, err := Parse(data)
 	if err != nil {

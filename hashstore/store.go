@@ -84,6 +84,9 @@ type Store struct {
 	onSettle   func()
 	afterCheck func()
 	noWatch    bool
+	// compareDigest is subtle.ConstantTimeCompare; tests wrap it to see
+	// how many comparisons MatchHash makes, and of what lengths.
+	compareDigest func(x, y []byte) int
 }
 
 // NewStore loads the file once. A missing or invalid file is not an error
@@ -105,7 +108,7 @@ func NewStore(opts StoreOptions) (*Store, error) {
 	if opts.SettleDelay <= 0 {
 		opts.SettleDelay = defaultSettle
 	}
-	s := &Store{opts: opts, log: opts.Logger, changed: make(chan struct{})}
+	s := &Store{opts: opts, log: opts.Logger, changed: make(chan struct{}), compareDigest: subtle.ConstantTimeCompare}
 	if opts.Path != "" {
 		abs, err := filepath.Abs(opts.Path)
 		if err != nil {
@@ -150,36 +153,51 @@ func (s *Store) detectFileMount() {
 	}
 }
 
-// read returns the file bytes and a content key, or a load problem.
+// read returns the file bytes and a content key, or a load problem. A
+// problem's key is its sentence, so the same problem is logged once.
 func (s *Store) read() ([]byte, string, *ParseError) {
-	f, err := os.Open(s.path)
+	data, perr := readCredentialFile(s.path)
+	switch {
+	case perr == nil:
+		sum := sha256.Sum256(data)
+		return data, hex.EncodeToString(sum[:]), nil
+	case perr.Reason == ReasonMissing:
+		return nil, keyMissing, perr
+	default:
+		return nil, "err:" + perr.Message, perr
+	}
+}
+
+// readCredentialFile reads the credential file at path for every reader of
+// it (the gateway's Store, `token check` and `token rotate`), so that each
+// problem gets the same sentence wherever it is met.
+func readCredentialFile(path string) ([]byte, *ParseError) {
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, keyMissing, &ParseError{Reason: ReasonMissing, Message: fmt.Sprintf(
-			"credential file %s does not exist: create it with `comfyui-auth token generate`, or write a hash from `comfyui-auth hash` into it; until then every request is refused", s.path)}
+		return nil, &ParseError{Reason: ReasonMissing, Message: fmt.Sprintf(
+			"credential file %s does not exist: create it with `comfyui-auth token generate` (or write a hash from `comfyui-auth hash` into it), or point --hash-file / COMFYUI_AUTH_TOKEN_FILE at the file the gateway reads; until it exists, every request is refused", path)}
 	}
 	if err != nil {
-		return nil, "err:" + err.Error(), unreadable(s.path, err)
+		return nil, unreadable(path, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, "err:" + err.Error(), unreadable(s.path, err)
+		return nil, unreadable(path, err)
 	}
 	if fi.IsDir() {
-		return nil, "dir", &ParseError{Reason: ReasonUnreadable, Message: fmt.Sprintf(
-			"credential file %s is a directory: point the path at the hash file inside it", s.path)}
+		return nil, &ParseError{Reason: ReasonUnreadable, Message: fmt.Sprintf(
+			"credential file %s is a directory: point the path at the hash file inside it", path)}
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
-		return nil, "err:" + err.Error(), unreadable(s.path, err)
+		return nil, unreadable(path, err)
 	}
-	sum := sha256.Sum256(data)
-	key := hex.EncodeToString(sum[:])
 	if len(data) > MaxFileBytes {
-		return nil, key, &ParseError{Reason: ReasonTooLarge, Message: fmt.Sprintf(
-			"credential file %s is %d bytes, not a credential file: point the path at the bcrypt hash file", s.path, max(fi.Size(), int64(len(data))))}
+		return nil, &ParseError{Reason: ReasonTooLarge, Message: fmt.Sprintf(
+			"credential file %s is %d bytes, not a credential file: point the path at the bcrypt hash file", path, max(fi.Size(), int64(len(data))))}
 	}
-	return data, key, nil
+	return data, nil
 }
 
 func unreadable(path string, err error) *ParseError {
@@ -374,7 +392,7 @@ func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) {
 	d := sha256.Sum256([]byte(token))
 	found := 0
 	for i := range l.digests {
-		eq := subtle.ConstantTimeCompare(d[:], l.digests[i][:])
+		eq := s.compareDigest(d[:], l.digests[i][:])
 		first := eq & subtle.ConstantTimeEq(int32(found), 0)
 		found = subtle.ConstantTimeSelect(first, i+1, found)
 	}

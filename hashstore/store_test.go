@@ -20,6 +20,10 @@ type testStore struct {
 	checks atomic.Int64
 }
 
+// Run returns nothing: it cannot fail for good, and an error result that is
+// always nil would have every caller handle an error that never comes.
+var _ func(*Store, context.Context) = (*Store).Run
+
 func startStore(t *testing.T, path string, tweak func(*StoreOptions), before func(*Store)) *testStore {
 	t.Helper()
 	logs := &logBuffer{}
@@ -44,7 +48,7 @@ func startStore(t *testing.T, path string, tweak func(*StoreOptions), before fun
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Run(ctx) }()
+	go func() { defer close(done); s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	// Run's first check means its watches are in place.
 	waitFor(t, "Run to start", func() bool { return ts.checks.Load() > 0 })

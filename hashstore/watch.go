@@ -9,7 +9,9 @@ import (
 	"github.com/fsnotify/fsnotify"
 )
 
-// Run watches the file until ctx is done.
+// Run watches the file until ctx is done. Nothing in it can fail for good:
+// without file events, polling carries on alone, and a file that cannot be
+// read is logged and retried on the next change or tick.
 //
 // Three sources of change are combined, because each misses something:
 //   - a watch on the file path itself: the only thing that sees an in-place
@@ -23,10 +25,10 @@ import (
 // Every event and tick re-resolves symlinks and re-adds watches whose inode
 // changed or vanished. Reloads are debounced and compare a SHA-256 of the
 // content, so noise costs one read.
-func (s *Store) Run(ctx context.Context) error {
+func (s *Store) Run(ctx context.Context) {
 	if s.path == "" {
 		<-ctx.Done()
-		return nil
+		return
 	}
 	var (
 		events <-chan fsnotify.Event
@@ -60,7 +62,7 @@ func (s *Store) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case ev, ok := <-events:
 			if !ok {
 				events = nil

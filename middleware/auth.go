@@ -22,8 +22,9 @@ type RawVerifier interface {
 	Verify(ctx context.Context, token string) hashstore.Result
 }
 
-// SessionAuthenticator recognises a browser session (the login issue). A nil
-// one means there are no sessions.
+// SessionAuthenticator recognises a browser session: the cookie /login sets,
+// since the ComfyUI frontend sends no Authorization header. A nil one means
+// there are no sessions.
 type SessionAuthenticator interface {
 	// Authenticate returns the method (session or guest) and true when the
 	// request carries a valid session.

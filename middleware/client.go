@@ -52,6 +52,15 @@ func (tp TrustedProxies) Contains(a netip.Addr) bool {
 // entry is trusted, the left-most is used; if an entry is unreadable, the
 // hop that forwarded it is used. The zero Addr means the peer address could
 // not be read (never the case with net/http over TCP).
+//
+// It agrees with chi's middleware.ClientIPFromXFF wherever that gives an
+// answer (TestClientAddrAgreesWithChiClientIPFromXFF), but chi's does not
+// fit here: it reads hops without ports only, and IIS and Azure's gateway
+// append "address:port", so behind them every client would become the
+// proxy and one guesser would lock out all; it answers through the request
+// context, where the throttle and the login form need the address from the
+// request itself; and where it finds no client it leaves none, where the
+// throttle needs a key.
 func (tp TrustedProxies) ClientAddr(r *http.Request) netip.Addr {
 	peer := parseHostAddr(r.RemoteAddr)
 	if !peer.IsValid() || len(tp) == 0 || !tp.Contains(peer) {

@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -165,7 +164,8 @@ type SessionOptions struct {
 	SecureOrigin bool
 	// IsHTTPS, when set, also marks a request as HTTPS (the proxies listed
 	// in --trusted-proxies saying so in X-Forwarded-Proto, wherever they
-	// are), so its cookies get the Secure flag.
+	// are), so its cookies get the Secure flag. No one else's
+	// X-Forwarded-Proto is believed, whatever their address.
 	IsHTTPS func(*http.Request) bool
 	// MaxRevoked bounds the revocation list; 0 means 10000.
 	MaxRevoked int
@@ -301,29 +301,6 @@ func (s *Sessions) cookie(r *http.Request, value string, expires time.Time) *htt
 		Expires:  expires,
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
-		Secure:   s.opts.SecureOrigin || RequestIsHTTPS(r) || s.opts.IsHTTPS != nil && s.opts.IsHTTPS(r),
+		Secure:   s.opts.SecureOrigin || r.TLS != nil || s.opts.IsHTTPS != nil && s.opts.IsHTTPS(r),
 	}
-}
-
-// RequestIsHTTPS reports whether the client reached us over TLS: directly,
-// or through a proxy on a loopback or private address that says so with
-// X-Forwarded-Proto. A public peer's header is not trusted.
-func RequestIsHTTPS(r *http.Request) bool {
-	if r.TLS != nil {
-		return true
-	}
-	if !strings.EqualFold(strings.TrimSpace(firstComma(r.Header.Get("X-Forwarded-Proto"))), "https") {
-		return false
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && (ip.IsLoopback() || ip.IsPrivate())
-}
-
-func firstComma(v string) string {
-	first, _, _ := strings.Cut(v, ",")
-	return first
 }

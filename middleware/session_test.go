@@ -63,7 +63,7 @@ func TestSessionCookieFlags(t *testing.T) {
 	for name, tc := range map[string]struct {
 		r    *http.Request
 		want bool
-	}{"direct TLS": {tlsReq, true}, "private proxy says https": {proxied, true}, "public peer says https": {public, false}} {
+	}{"direct TLS": {tlsReq, true}, "private peer says https": {proxied, false}, "public peer says https": {public, false}} {
 		rec := httptest.NewRecorder()
 		s.Issue(rec, tc.r, 1, false)
 		if got := rec.Result().Cookies()[0].Secure; got != tc.want {

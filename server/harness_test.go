@@ -16,6 +16,8 @@ import (
 	"github.com/comfyui-auth/comfyui-auth/internal/fakecomfy"
 	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/comfyui-auth/comfyui-auth/internal/logbuf"
 )
 
 // The seeds' public test vector: this raw token matches this hash.
@@ -25,22 +27,7 @@ const (
 )
 
 // syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = logbuf.Buffer
 
 // allLogs gathers every gateway log line of the package's tests, so that
 // TestMain can check no secret ever reached a log.

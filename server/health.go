@@ -64,8 +64,11 @@ func (p *upstreamProbe) status(ctx context.Context) (bool, string) {
 	return ok, reason
 }
 
+// probe asks ComfyUI once. It does not end when the /readyz request that
+// started it does: its answer is cached for every caller, so an impatient
+// client hanging up must not be remembered as "ComfyUI is down".
 func (p *upstreamProbe) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
 	if err != nil {

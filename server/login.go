@@ -20,9 +20,9 @@ import (
 )
 
 // LoginThrottle is consulted by POST /login so that wrong passwords count
-// toward a per-client limit. The throttling middleware satisfies it; until
-// one is set (Server.SetLoginThrottle), the bounded bcrypt pool is what
-// limits the cost of a password flood.
+// toward a per-client limit. The per-client failure throttle satisfies it;
+// with MaxLoginAttempts at 0 there is none, and the bounded bcrypt pool is
+// what limits the cost of a password flood.
 type LoginThrottle interface {
 	// Blocked reports whether client may not try a password now, and for
 	// how much longer. It does not count an attempt.
@@ -52,10 +52,6 @@ func parseClientKey(client string) netip.Addr {
 	a, _ := netip.ParseAddr(client)
 	return a
 }
-
-// SetLoginThrottle installs the per-client login throttle. Call it before
-// Serve.
-func (s *Server) SetLoginThrottle(t LoginThrottle) { s.throttle = t }
 
 // Paths the gateway serves itself.
 const (

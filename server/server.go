@@ -37,9 +37,12 @@ type Server struct {
 	limiter  *middleware.Throttle // per-client failure throttle, nil when off
 	certs    *certReloader        // nil when serving plain HTTP
 	sessions *middleware.Sessions // nil when authentication is disabled
-	throttle LoginThrottle        // nil until SetLoginThrottle
+	throttle LoginThrottle        // nil when MaxLoginAttempts is 0
 	public   *url.URL             // --public-url, nil: from Host
 	metrics  *metrics
+	// untrustedProtoSeen is set once an untrusted peer's X-Forwarded-Proto
+	// has been logged, so a busy LAN does not flood the log.
+	untrustedProtoSeen atomic.Bool
 	// metricsLn is the separate metrics listener opened by Listen, nil
 	// when cfg.MetricsListen is empty.
 	metricsLn net.Listener
@@ -128,7 +131,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			Generation:   s.generation,
 			GuestEnabled: s.guestEnabled,
 			SecureOrigin: s.public != nil && s.public.Scheme == "https",
-			IsHTTPS:      s.trusted.IsHTTPS,
+			IsHTTPS:      s.isHTTPS,
 			Logger:       logger.With().Str("component", "sessions").Logger(),
 		})
 	}
@@ -231,9 +234,6 @@ func (d debugWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Handler returns the gateway's root handler (for tests and benchmarks).
-func (s *Server) Handler() http.Handler { return s.handler }
-
 // Store returns the credential store, nil when authentication is disabled.
 func (s *Server) Store() *hashstore.Store { return s.store }
 
@@ -250,17 +250,22 @@ func (s *Server) Throttle() middleware.Throttler {
 	return s.limiter
 }
 
-// SecureCookies reports whether cookies set in answer to r carry the Secure
-// flag, the same decision the session cookie makes: --public-url is https,
-// or the client connected over TLS, directly or through a proxy (a trusted
-// one, or one on a private address) that said so in X-Forwarded-Proto.
-func (s *Server) SecureCookies(r *http.Request) bool {
-	return s.public != nil && s.public.Scheme == "https" || middleware.RequestIsHTTPS(r) || s.trusted.IsHTTPS(r)
+// isHTTPS decides the session cookie's Secure flag: the connection is TLS,
+// or a proxy in --trusted-proxies says so in X-Forwarded-Proto. Anyone
+// else's X-Forwarded-Proto is ignored, and said once in the log: it is
+// usually a TLS proxy that is missing from --trusted-proxies, whose users
+// would otherwise get cookies without Secure and never know why.
+func (s *Server) isHTTPS(r *http.Request) bool {
+	if s.trusted.IsHTTPS(r) {
+		return true
+	}
+	if proto := r.Header.Get("X-Forwarded-Proto"); strings.Contains(strings.ToLower(proto), "https") &&
+		s.untrustedProtoSeen.CompareAndSwap(false, true) {
+		s.logger.Warn().Str("peer", r.RemoteAddr).
+			Msg("ignoring X-Forwarded-Proto: https from a peer outside --trusted-proxies, so its session cookies are not marked Secure; if it is your TLS proxy, add its address to --trusted-proxies / COMFYUI_AUTH_TRUSTED_PROXIES, or set an https --public-url")
+	}
+	return false
 }
-
-// MetricsHandler serves the gateway's Prometheus metrics (for tests; the
-// gateway serves it only on cfg.MetricsListen, never on the public port).
-func (s *Server) MetricsHandler() http.Handler { return s.metrics.handler() }
 
 // MetricsAddr is the metrics listener's address once Listen has opened it,
 // nil when metrics are off.
@@ -310,7 +315,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	storeCtx, stopStore := context.WithCancel(context.Background())
 	defer stopStore()
 	if s.store != nil {
-		go func() { _ = s.store.Run(storeCtx) }()
+		go s.store.Run(storeCtx)
 		s.checkServerToken()
 	}
 	if s.verifier != nil {

@@ -4,7 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -12,18 +12,21 @@ import (
 
 // certReloader serves the certificate pair from disk and picks up a renewed
 // pair (certbot, cert-manager, a cron job) without restart, the way the hash
-// file is. Handshakes look at the files' size and modification time at most
-// once per checkEvery; a pair that fails to load keeps the last good one in
+// file is. A handshake starts a look at the files' size and modification
+// time at most once per checkEvery, in the background: no handshake ever
+// waits for the disk, so a stalled network mount or a file that blocks on
+// open slows no client. A pair that fails to load keeps the last good one in
 // service and is reported once, not once per handshake.
 type certReloader struct {
 	certFile, keyFile string
 	checkEvery        time.Duration
 	logger            zerolog.Logger
 
-	mu         sync.Mutex
-	cert       *tls.Certificate
+	cert      atomic.Pointer[tls.Certificate]
+	nextCheck atomic.Int64 // UnixNano before which no check starts
+	checking  atomic.Bool  // a check is running; it alone touches the fields below
+
 	stamp      string // size and mtime of both files when cert was loaded
-	checked    time.Time
 	lastLogged string
 }
 
@@ -39,7 +42,9 @@ func newCertReloader(certFile, keyFile string, logger zerolog.Logger) (*certRelo
 	if err != nil {
 		return nil, fmt.Errorf("TLS certificate %s with key %s cannot be loaded: %w (both must be PEM, and the key must match the certificate)", certFile, keyFile, err)
 	}
-	c.cert, c.stamp, c.checked = &cert, stamp, time.Now()
+	c.cert.Store(&cert)
+	c.stamp = stamp
+	c.nextCheck.Store(time.Now().Add(c.checkEvery).UnixNano())
 	return c, nil
 }
 
@@ -55,18 +60,22 @@ func (c *certReloader) stampNow() (string, error) {
 	return stamp, nil
 }
 
-// GetCertificate is tls.Config.GetCertificate.
+// GetCertificate is tls.Config.GetCertificate. It answers with the pair in
+// service at once; a due check of the files runs beside it, and a renewed
+// pair serves the handshakes that come after the check.
 func (c *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.checked) >= c.checkEvery {
-		c.checked = time.Now()
-		c.reloadLocked()
+	if now := time.Now(); now.UnixNano() >= c.nextCheck.Load() && c.checking.CompareAndSwap(false, true) {
+		c.nextCheck.Store(now.Add(c.checkEvery).UnixNano())
+		go func() {
+			defer c.checking.Store(false)
+			c.reload()
+		}()
 	}
-	return c.cert, nil
+	return c.cert.Load(), nil
 }
 
-func (c *certReloader) reloadLocked() {
+// reload runs in one goroutine at a time (checking).
+func (c *certReloader) reload() {
 	stamp, err := c.stampNow()
 	if err == nil && stamp == c.stamp {
 		return
@@ -75,7 +84,8 @@ func (c *certReloader) reloadLocked() {
 		var cert tls.Certificate
 		cert, err = tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err == nil {
-			c.cert, c.stamp, c.lastLogged = &cert, stamp, ""
+			c.cert.Store(&cert)
+			c.stamp, c.lastLogged = stamp, ""
 			c.logger.Info().Str("cert", c.certFile).Msg("TLS certificate reloaded")
 			return
 		}

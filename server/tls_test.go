@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,29 +161,122 @@ func TestTLSCertificateIsReloadedWhenTheFilesChange(t *testing.T) {
 	}
 }
 
+// The Secure flag on the real Set-Cookie of POST /login follows how the
+// browser reached the gateway. X-Forwarded-Proto is believed from
+// --trusted-proxies only: a peer outside them, on loopback or a private
+// address alike, cannot choose the flag.
 func TestSecureCookiesFollowTLSAndTrustedProxies(t *testing.T) {
-	g := startGateway(t, gatewayOpts{configure: func(c *Config) { c.TrustedProxies = "10.0.0.0/8" }})
 	tests := []struct {
-		peer, proto string
-		tls         bool
-		want        bool
+		name      string
+		trusted   string // --trusted-proxies
+		publicURL string
+		proto     string // X-Forwarded-Proto sent by the peer (127.0.0.1)
+		want      bool
 	}{
-		{"203.0.113.1:1", "", false, false},
-		{"203.0.113.1:1", "https", false, false},
-		{"10.0.0.2:1", "https", false, true},
-		{"203.0.113.1:1", "", true, true},
+		{"plain HTTP", "", "", "", false},
+		{"untrusted peer claims https, no trusted proxies", "", "", "https", false},
+		{"untrusted peer claims https, other proxies trusted", "10.0.0.0/8", "", "https", false},
+		{"trusted proxy says https", "127.0.0.0/8", "", "https", true},
+		{"trusted proxy says https, last of a chain", "127.0.0.0/8", "", "http, https", true},
+		{"trusted proxy says http", "127.0.0.0/8", "", "http", false},
+		{"https public URL", "", "https://comfy.example", "", true},
+		{"http public URL, untrusted peer claims https", "", "http://comfy.example", "https", false},
 	}
 	for _, tc := range tests {
-		r, _ := http.NewRequest("GET", "/", nil)
-		r.RemoteAddr = tc.peer
-		if tc.proto != "" {
-			r.Header.Set("X-Forwarded-Proto", tc.proto)
+		t.Run(tc.name, func(t *testing.T) {
+			g := startLoginGateway(t, func(c *Config) { c.TrustedProxies, c.PublicURL = tc.trusted, tc.publicURL })
+			headers := []string{formType}
+			if tc.proto != "" {
+				headers = append(headers, "X-Forwarded-Proto: "+tc.proto)
+			}
+			resp := g.do(t, "POST", "/login", form(url.Values{"password": {testPassword}}), headers...)
+			if got := sessionCookie(t, resp).Secure; got != tc.want {
+				t.Errorf("Secure = %v, want %v", got, tc.want)
+			}
+			warned := strings.Contains(g.Logs.String(), "ignoring X-Forwarded-Proto")
+			if wantWarn := !tc.want && strings.Contains(tc.proto, "https"); warned != wantWarn {
+				t.Errorf("warning about an untrusted X-Forwarded-Proto logged: %v, want %v", warned, wantWarn)
+			}
+		})
+	}
+	t.Run("direct TLS", func(t *testing.T) {
+		g, ca, _, _ := startTLSGateway(t)
+		client := &http.Client{
+			Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-		if tc.tls {
-			r.TLS = &tls.ConnectionState{}
+		resp, err := client.PostForm(g.URL+"/login", url.Values{"password": {seedToken}})
+		must(t, err)
+		resp.Body.Close()
+		if !sessionCookie(t, resp).Secure {
+			t.Error("session cookie over direct TLS lacks Secure")
 		}
-		if got := g.Server.SecureCookies(r); got != tc.want {
-			t.Errorf("%+v: SecureCookies = %v", tc, got)
+	})
+}
+
+// sessionCookie is the session cookie a login answer set; it fails the
+// test when there is none.
+func sessionCookie(t *testing.T, resp *http.Response) *http.Cookie {
+	t.Helper()
+	for _, c := range resp.Cookies() {
+		if c.Name == "comfyui_auth_session" && c.Value != "" {
+			rememberSecret(c.Value)
+			return c
 		}
+	}
+	t.Fatalf("login answered %d with no session cookie", resp.StatusCode)
+	return nil
+}
+
+// A certificate file that blocks on open (a FIFO here; a stalled network
+// mount in real life) must not hold up handshakes: the check of the files
+// runs beside them, and they are served the pair in service meanwhile.
+func TestHandshakesDoNotWaitForTheCertificateFiles(t *testing.T) {
+	g, ca, certFile, _ := startTLSGateway(t)
+	addr := strings.TrimPrefix(g.URL, "https://")
+	serial := func() int64 {
+		t.Helper()
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: ca.pool})
+		if err != nil {
+			t.Fatalf("handshake while the certificate file blocks: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	if s := serial(); s != 100 {
+		t.Fatalf("serial %d, want 100", s)
+	}
+	fifo := certFile + ".fifo"
+	must(t, syscall.Mkfifo(fifo, 0o644))
+	must(t, os.Rename(fifo, certFile))
+	// Whoever is blocked opening the FIFO gets EOF when a writer comes and
+	// goes; O_RDWR never blocks on Linux.
+	release := func() {
+		if w, err := os.OpenFile(certFile, os.O_RDWR, 0); err == nil {
+			w.Close()
+		}
+	}
+	t.Cleanup(release)
+
+	// Handshakes across several check intervals: one of them starts the
+	// check that blocks on the FIFO, and every one must still complete.
+	for start := time.Now(); time.Since(start) < 3*time.Second; {
+		if s := serial(); s != 100 {
+			t.Fatalf("serial %d, want the pair in service, 100", s)
+		}
+	}
+	// The check really was stuck on the file all along: a reader is still
+	// waiting for a writer (opening for write without blocking succeeds
+	// only then).
+	w, err := os.OpenFile(certFile, os.O_WRONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatalf("no check is blocked on the certificate file (%v): the test did not exercise a blocking read", err)
+	}
+	w.Close()
+	eventually(t, 5*time.Second, "the unreadable pair is reported", func() bool {
+		return strings.Contains(g.Logs.String(), "keeping the last good TLS certificate")
+	})
+	if s := serial(); s != 100 {
+		t.Fatalf("serial %d after the failed reload, want 100", s)
 	}
 }

@@ -83,7 +83,7 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the temporary directory with the processes' logs")
 	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup); empty runs all. "+
 		"A partial run's report is for comparing builds, not for committing")
-	legitEvery := flag.Duration("legit-every", 100*time.Millisecond, "how often the flood's legitimate client polls (the issue's 100 ms gives 200 samples; 20ms gives 1,000 for a steadier p99)")
+	legitEvery := flag.Duration("legit-every", 100*time.Millisecond, "how often the flood's legitimate client polls (100 ms, the goal's rate, gives 200 samples; 20ms gives 1,000 for a steadier p99)")
 	gateway := flag.String("gateway", "", "measure this prebuilt comfyui-auth binary instead of building this module's (A/B comparisons of two builds)")
 	flag.Parse()
 	opts := options{quick: *quick, out: *out, keep: *keep, only: scenarios(*only), gatewayBin: *gateway, legitEvery: *legitEvery}
@@ -409,7 +409,7 @@ func (b *bench) flood(gw *gatewayProc, raw string) *floodResult {
 		}()
 	}
 	h := newHist()
-	// The 100 ms gives 200 samples in 20 s, so the p99 is the
+	// The goal's 100 ms gives 200 samples in 20 s, so the p99 is the
 	// second-worst request; -legit-every 20ms gives 1,000 for a steadier one.
 	res.LegitEveryMs = float64(b.legitEvery) / float64(time.Millisecond)
 	tick := time.NewTicker(b.legitEvery)

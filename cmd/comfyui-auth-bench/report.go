@@ -19,7 +19,8 @@ func find(cells []overheadCell, payload string, conc int, target string) *loadRe
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/1e3) }
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
 
-// checkTargets evaluates the targets against this run.
+// checkTargets evaluates the performance goals (BENCHMARKS.md's "goal"
+// column) against this run.
 func checkTargets(r *report) []target {
 	var ts []target
 	direct := find(r.Overhead, "small", 16, "direct")

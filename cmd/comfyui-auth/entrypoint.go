@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults match the comfyui-qwen deployment the image drops into.
@@ -298,17 +300,10 @@ func exitCode(ws syscall.WaitStatus) int {
 
 // signalName names a signal the way people write it: SIGKILL, not "killed".
 func signalName(sig syscall.Signal) string {
-	names := map[syscall.Signal]string{
-		syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT",
-		syscall.SIGILL: "SIGILL", syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS",
-		syscall.SIGFPE: "SIGFPE", syscall.SIGKILL: "SIGKILL", syscall.SIGSEGV: "SIGSEGV",
-		syscall.SIGPIPE: "SIGPIPE", syscall.SIGTERM: "SIGTERM", syscall.SIGUSR1: "SIGUSR1",
-		syscall.SIGUSR2: "SIGUSR2",
-	}
-	if n, ok := names[sig]; ok {
+	if n := unix.SignalName(sig); n != "" {
 		return n
 	}
-	return fmt.Sprintf("signal %d (%s)", int(sig), sig)
+	return fmt.Sprintf("signal %d", int(sig))
 }
 
 func describeStatus(ws syscall.WaitStatus) string {
@@ -453,15 +448,6 @@ func (s *supervisor) record(pid int, ws syscall.WaitStatus) {
 			return
 		}
 	}
-}
-
-func (s *supervisor) allExited() bool {
-	for _, c := range s.children {
-		if !c.exited {
-			return false
-		}
-	}
-	return true
 }
 
 // superviseEntrypoint starts ComfyUI and the gateway and runs until both

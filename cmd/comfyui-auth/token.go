@@ -82,7 +82,8 @@ func newTokenPair(cost int) (token, hash string, err error) {
 }
 
 // envVarFor turns a credential name into the client variable that holds its
-// raw token: qwen-api-user → QWEN_API_USER_TOKEN, as the old Python tool did.
+// raw token: qwen-api-user → QWEN_API_USER_TOKEN, the name the deployment's
+// clients and notebooks read.
 func envVarFor(name string) string {
 	var b strings.Builder
 	for _, c := range strings.ToUpper(name) {
@@ -131,28 +132,8 @@ func writeEnvFile(path, varName, token, hashFP string, exclusive bool) error {
 	}
 	content := fmt.Sprintf("# raw token for clients (comfyui-auth, %s); server hash fingerprint %s. Never commit this file.\n%s=%s\n",
 		time.Now().UTC().Format(time.RFC3339), hashFP, varName, token)
-	return writeSynced(path, flags, 0o600, content, "the token file")
-}
-
-// writeSynced writes content in one go, sets mode (an existing file, or the
-// umask, would otherwise decide it) and syncs before closing.
-func writeSynced(path string, flags int, mode os.FileMode, content, what string) error {
-	f, err := os.OpenFile(path, flags, mode)
-	if err != nil {
-		return fmt.Errorf("writing %s %s: %w", what, path, err)
-	}
-	_, err = f.WriteString(content)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s %s: %w", what, path, err)
+	if err := hashstore.WriteFileSynced(path, flags, 0o600, []byte(content)); err != nil {
+		return fmt.Errorf("writing the token file: %w", err)
 	}
 	return nil
 }
@@ -247,7 +228,10 @@ func writeHashFile(path, content string) error {
 		}
 		return os.Chmod(path, 0o644)
 	}
-	return writeSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644, content, "the hash file")
+	if err := hashstore.WriteFileSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644, []byte(content)); err != nil {
+		return fmt.Errorf("writing the hash file: %w", err)
+	}
+	return nil
 }
 
 // defaultHashFile is the hash file the commands act on without --hash-file:
@@ -297,20 +281,30 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fp := hashstore.Fingerprint(hash)
 	// The token file first, keeping its old content: if appending the hash
-	// then fails, the old content is put back and nothing changed.
+	// then fails, the old content is put back.
 	oldEnv, oldEnvErr := os.ReadFile(*envFile)
+	envExisted := oldEnvErr == nil
+	if oldEnvErr != nil && !errors.Is(oldEnvErr, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "%s: cannot keep a copy of the token file %s to put back if the rotation fails (%v); nothing was changed: make it readable, or choose another file with --env-file\n", fs.Name(), *envFile, oldEnvErr)
+		return 1
+	}
 	if err := writeEnvFile(*envFile, varName, token, fp, false); err != nil {
 		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
 		return 1
 	}
 	creds, err := hashstore.AppendHash(*hashFile, hash)
 	if err != nil {
-		if oldEnvErr == nil {
-			_ = os.WriteFile(*envFile, oldEnv, 0o600)
-		} else {
-			_ = os.Remove(*envFile)
-		}
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		if rerr := restoreEnvFile(*envFile, oldEnv, envExisted); rerr != nil {
+			fmt.Fprintf(stderr, "%s: putting the token file back failed too: %v\n"+
+				"  %s now holds a NEW token (hash fingerprint %s) whose hash is NOT in %s: do not give it to clients, they would be refused.\n"+
+				"  To fix: %s; then run `comfyui-auth token rotate` again once the error above is solved for %s.\n",
+				fs.Name(), rerr, *envFile, fp, *hashFile, envFixHint(*envFile, envExisted), *hashFile)
+		} else if envExisted {
+			fmt.Fprintf(stderr, "%s: %s was put back as it was\n", fs.Name(), *envFile)
+		} else {
+			fmt.Fprintf(stderr, "%s: %s was removed again\n", fs.Name(), *envFile)
+		}
 		return 1
 	}
 	fmt.Fprintf(stdout, "added hash %d (fingerprint %s) to %s in place; the running gateway reloads it without restart, and the old token stays valid\n", len(creds.Hashes), fp, *hashFile)
@@ -339,6 +333,32 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 			return retire(*hashFile, stdout, stderr)
 		}
 	}
+}
+
+// restoreEnvFile undoes writeEnvFile after a failed rotation: it puts the
+// old content back (synced, mode 0600), or removes the file if there was
+// none. An error here leaves a token file whose token the hash file does not
+// accept, so the caller must tell the operator.
+func restoreEnvFile(path string, old []byte, existed bool) error {
+	if existed {
+		return restoreFile(path, os.O_WRONLY|os.O_TRUNC, 0o600, old)
+	}
+	return removeFile(path)
+}
+
+// restoreFile and removeFile are what restoreEnvFile calls; tests make them
+// fail to check that a failed rollback is reported.
+var (
+	restoreFile = hashstore.WriteFileSynced
+	removeFile  = os.Remove
+)
+
+// envFixHint says how to undo the token file by hand.
+func envFixHint(path string, existed bool) string {
+	if existed {
+		return fmt.Sprintf("put back your own copy of %s (its old token is the one clients use), or delete it", path)
+	}
+	return fmt.Sprintf("delete %s", path)
 }
 
 // progressEvery spaces progress lines so a long wait prints about ten.

@@ -2,6 +2,7 @@ package fakecomfy_test
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -26,7 +27,11 @@ func TestFrontendLoadsExtensionsAndOpensTheWebsocket(t *testing.T) {
 		}
 	}
 	if browser == "" {
-		t.Skip("no Chromium on PATH")
+		// .ci/setup installs Chromium: under CI a skip would hide a broken setup.
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no Chromium on PATH (run .ci/setup as root)")
+		}
+		t.Skip("no Chromium on PATH (run .ci/setup as root)")
 	}
 	fake, ts := fakecomfy.Start(t, fakecomfy.Options{})
 
