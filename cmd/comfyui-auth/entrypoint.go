@@ -30,9 +30,10 @@ const (
 	defaultComfyDir     = "/workspace/ComfyUI"
 	defaultInternalPort = 8189
 	defaultStopTimeout  = 8 * time.Second
-	// defaultComfyCommand is the deployment's command with --listen moved to
-	// loopback and --port to the internal port (substituted at run time).
-	defaultComfyCommand = "venv/bin/python3 main.py --listen 127.0.0.1 --port %d --preview-method auto --use-split-cross-attention"
+	// defaultComfyCommand is the deployment's command without --listen and
+	// --port: confineToLoopback appends "--listen 127.0.0.1 --port <internal
+	// port>" to every main.py command.
+	defaultComfyCommand = "venv/bin/python3 main.py --preview-method auto --use-split-cross-attention"
 )
 
 // comfySecretEnv lists variables that only the gateway needs. They are removed
@@ -84,13 +85,14 @@ Runs ComfyUI on 127.0.0.1:$COMFYUI_INTERNAL_PORT (default %d) and the gateway
 ComfyUI's command is, in order: the arguments after "entrypoint", then
 $COMFYUI_COMMAND, then
   %s
-It runs in $COMFYUI_DIR (default %s). A --listen that is not loopback is
-rewritten to 127.0.0.1 and --port to the internal port.
+It runs in $COMFYUI_DIR (default %s). "--listen 127.0.0.1 --port <internal
+port>" is appended after ComfyUI's own arguments; argparse keeps the last
+value, so no earlier --listen or --port, however spelled, can publish it.
 
 SIGTERM and SIGINT are forwarded to both; after $COMFYUI_STOP_TIMEOUT
 (default %s) the rest is killed. If ComfyUI exits, the entrypoint exits with
 its status; if the gateway exits, ComfyUI is stopped and the exit is non-zero.
-`, defaultInternalPort, fmt.Sprintf(defaultComfyCommand, defaultInternalPort), defaultComfyDir, defaultStopTimeout)
+`, defaultInternalPort, defaultComfyCommand, defaultComfyDir, defaultStopTimeout)
 }
 
 // runEntrypoint is the "entrypoint" subcommand.
@@ -153,7 +155,7 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 		}
 		cfg.ComfyCommand = argv
 	default:
-		cfg.ComfyCommand, _ = splitCommandLine(fmt.Sprintf(defaultComfyCommand, cfg.InternalPort))
+		cfg.ComfyCommand, _ = splitCommandLine(defaultComfyCommand)
 	}
 
 	cfg.ComfyEnv = withoutEnv(environ, comfySecretEnv...)
@@ -206,78 +208,86 @@ func isLoopbackListen(v string) bool {
 	return true
 }
 
-// embeddedListen finds --listen inside a single argument such as a
-// "sh -c '...'" script, which cannot be rewritten safely.
-var embeddedListen = regexp.MustCompile(`--listen(?:=|\s+)([^\s'"]*)|--listen\s*$`)
+// listenOpt and portOpt recognise ComfyUI's --listen and --port the way its
+// argparse parser does: the full name or any unambiguous abbreviation of it
+// ("--li" is the shortest that names --listen only, "--po" for --port), with
+// the value in the next argument or after "=".
+func listenOpt(a string) (value string, hasValue, ok bool) { return argparseOpt(a, "--listen", "--li") }
+func portOpt(a string) (value string, hasValue, ok bool)   { return argparseOpt(a, "--port", "--po") }
 
-// confineToLoopback rewrites ComfyUI's argv so that it listens on
-// 127.0.0.1:port only. Publishing ComfyUI itself would bypass the gateway, so
-// a non-loopback --listen is replaced, not trusted. It returns the new argv and
-// a sentence for each change. For a command that runs main.py without --listen
-// or --port, they are added, because ComfyUI's default port 8188 is the
-// gateway's.
+func argparseOpt(a, full, shortest string) (value string, hasValue, ok bool) {
+	name, value, hasValue := strings.Cut(a, "=")
+	if len(name) < len(shortest) || !strings.HasPrefix(full, name) {
+		return "", false, false
+	}
+	return value, hasValue, true
+}
+
+// embeddedListen finds --listen, or an abbreviation of it, inside a single
+// argument such as a "sh -c '...'" script, which cannot be confined safely.
+var embeddedListen = regexp.MustCompile(`--li(?:s|st|ste|sten)?(?:(?:=|\s+)([^\s'"]*)|\s*$)`)
+
+// confineToLoopback makes ComfyUI listen on 127.0.0.1:port only. Publishing
+// ComfyUI itself would bypass the gateway.
+//
+// For a command that runs main.py, or that passes --listen or --port through
+// to ComfyUI, it appends "--listen 127.0.0.1 --port <port>" after the user's
+// arguments rather than rewriting them: ComfyUI's argparse keeps the last value of an option, so
+// the appended pair wins over any earlier --listen, --liste=, --li or --po,
+// spelled in any form argparse accepts. The user's arguments are only read to
+// explain, in the returned notes, which of their values are overridden.
+//
+// A shell script passed as one argument cannot be appended to; one that
+// starts ComfyUI with a non-loopback --listen is refused.
 func confineToLoopback(argv []string, port int) ([]string, []string, error) {
-	out := make([]string, 0, len(argv)+4)
 	var notes []string
-	sawListen, sawPort, sawMain := false, false, false
 	portStr := strconv.Itoa(port)
+	forwards := false // the command takes ComfyUI's flags
 	for i := 0; i < len(argv); i++ {
 		a := argv[i]
-		switch {
-		case a == "--listen" || strings.HasPrefix(a, "--listen="):
-			sawListen = true
-			val, hasVal := "", false
-			if a != "--listen" {
-				val, hasVal = strings.TrimPrefix(a, "--listen="), true
-			} else if i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") {
-				val, hasVal = argv[i+1], true
+		if filepath.Base(a) == "main.py" {
+			forwards = true
+			continue
+		}
+		if v, has, ok := listenOpt(a); ok {
+			forwards = true
+			if !has && i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") {
+				v, has = argv[i+1], true
 				i++
 			}
-			if !isLoopbackListen(val) {
-				shown := val
-				if !hasVal {
-					shown = "(all interfaces)"
-				}
-				notes = append(notes, fmt.Sprintf("ComfyUI's --listen %s was replaced by --listen 127.0.0.1: only the gateway may be reachable from outside the container", shown))
-				val = "127.0.0.1"
+			if !has {
+				v = "(all interfaces)" // a bare --listen is 0.0.0.0,::
 			}
-			out = append(out, "--listen", val)
-		case a == "--port" || strings.HasPrefix(a, "--port="):
-			sawPort = true
-			val := strings.TrimPrefix(a, "--port=")
-			if a == "--port" {
-				if i+1 < len(argv) {
-					val = argv[i+1]
-					i++
-				} else {
-					val = ""
-				}
+			if !has || !isLoopbackListen(v) {
+				notes = append(notes, fmt.Sprintf("ComfyUI's %s %s is overridden by --listen 127.0.0.1, appended after it: only the gateway may be reachable from outside the container", strings.SplitN(a, "=", 2)[0], v))
 			}
-			if val != portStr {
-				notes = append(notes, fmt.Sprintf("ComfyUI's --port %s was replaced by --port %d, the internal port the gateway forwards to (COMFYUI_INTERNAL_PORT)", val, port))
+			continue
+		}
+		if v, has, ok := portOpt(a); ok {
+			forwards = true
+			if !has && i+1 < len(argv) {
+				v = argv[i+1]
+				i++
 			}
-			out = append(out, "--port", portStr)
-		default:
-			if strings.ContainsAny(a, " \t\n") {
-				for _, m := range embeddedListen.FindAllStringSubmatch(a, -1) {
-					if !isLoopbackListen(m[1]) {
-						return nil, nil, fmt.Errorf("ComfyUI's command %q starts ComfyUI with --listen %s inside a script, which would publish it beside the gateway; change it to --listen 127.0.0.1 --port %d", a, m[1], port)
-					}
+			if v != portStr {
+				notes = append(notes, fmt.Sprintf("ComfyUI's %s %s is overridden by --port %d, appended after it: the internal port the gateway forwards to (COMFYUI_INTERNAL_PORT)", strings.SplitN(a, "=", 2)[0], v, port))
+			}
+			continue
+		}
+		if strings.ContainsAny(a, " \t\n") {
+			for _, m := range embeddedListen.FindAllStringSubmatch(a, -1) {
+				if !isLoopbackListen(m[1]) {
+					return nil, nil, fmt.Errorf("ComfyUI's command %q starts ComfyUI with %s inside a script, which would publish it beside the gateway; change it to --listen 127.0.0.1 --port %d", a, strings.TrimSpace(m[0]), port)
 				}
 			}
-			if filepath.Base(a) == "main.py" {
-				sawMain = true
-			}
-			out = append(out, a)
 		}
 	}
-	if sawMain && !sawListen {
-		out = append(out, "--listen", "127.0.0.1")
+	if !forwards {
+		return append([]string(nil), argv...), notes, nil
 	}
-	if sawMain && !sawPort {
-		out = append(out, "--port", portStr)
-	}
-	return out, notes, nil
+	out := make([]string, 0, len(argv)+4)
+	out = append(out, argv...)
+	return append(out, "--listen", "127.0.0.1", "--port", portStr), notes, nil
 }
 
 // childState is one supervised process.
