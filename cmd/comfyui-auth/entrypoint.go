@@ -30,6 +30,11 @@ const (
 	defaultComfyDir     = "/workspace/ComfyUI"
 	defaultInternalPort = 8189
 	defaultStopTimeout  = 8 * time.Second
+	// containerSecretsDir is where the image expects the host's .secrets
+	// directory: under /etc/comfyui-auth, which the image makes root's and
+	// 0700, so ComfyUI's user cannot even look inside, whatever the modes of
+	// the host's files are.
+	containerSecretsDir = "/etc/comfyui-auth/secrets"
 	// defaultComfyCommand is the deployment's command without --listen and
 	// --port: confineToLoopback appends "--listen 127.0.0.1 --port <internal
 	// port>" to every main.py command.
