@@ -75,6 +75,9 @@ type entrypointConfig struct {
 	// StopTimeout bounds how long children get between SIGTERM and SIGKILL
 	// (COMFYUI_STOP_TIMEOUT).
 	StopTimeout time.Duration
+	// RunAs is ComfyUI's user (COMFYUI_UID, COMFYUI_GID); nil runs ComfyUI
+	// as the entrypoint's own user.
+	RunAs *comfyUser
 	// ReapAll makes the supervisor reap every child process, not just its
 	// own two. Only PID 1 inherits orphans, so only PID 1 needs it; doing it
 	// elsewhere would steal exit statuses from the rest of the process.
@@ -166,6 +169,14 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 	cfg.ComfyEnv = withoutEnv(environ, comfySecretEnv...)
 	cfg.GatewayCommand = []string{"comfyui-auth", "serve"}
 	cfg.GatewayEnv = withEnv(environ, "COMFYUI_AUTH_UPSTREAM", fmt.Sprintf("http://127.0.0.1:%d", cfg.InternalPort))
+	if env["COMFYUI_AUTH_TOKEN_FILE"] == "" {
+		cfg.GatewayEnv = withEnv(cfg.GatewayEnv, "COMFYUI_AUTH_TOKEN_FILE", defaultContainerHashFile())
+	}
+	u, err := comfyUserFrom(env, cfg.GatewayEnv)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.RunAs = u
 	if _, ok := env["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"]; !ok {
 		// The gateway drains connections on SIGTERM; it must finish
 		// before the entrypoint's SIGKILL, which comes before Docker's.
@@ -374,7 +385,7 @@ func (s *supervisor) outputFile(w io.Writer) (*os.File, func(), error) {
 	return wr, func() { wr.Close() }, nil
 }
 
-func (s *supervisor) start(name, path string, argv []string, dir string, env []string, stdout, stderr io.Writer) (*childState, error) {
+func (s *supervisor) start(name, path string, argv []string, dir string, env []string, cred *syscall.Credential, stdout, stderr io.Writer) (*childState, error) {
 	outF, closeOut, err := s.outputFile(stdout)
 	if err != nil {
 		return nil, err
@@ -398,14 +409,20 @@ func (s *supervisor) start(name, path string, argv []string, dir string, env []s
 			path = filepath.Join(dir, path)
 		}
 	}
-	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
+	attr := &os.ProcAttr{
 		Dir:   dir,
 		Env:   env,
 		Files: []*os.File{os.Stdin, outF, errF},
 		// Its own process group, so that a signal reaches the helpers a
 		// child starts (ComfyUI's custom nodes spawn some) as well.
-		Sys: &syscall.SysProcAttr{Setpgid: true},
-	})
+		Sys: &syscall.SysProcAttr{Setpgid: true, Credential: cred},
+	}
+	var proc *os.Process
+	if cred != nil {
+		proc, err = startWithoutPrivilegeGain(path, argv, attr)
+	} else {
+		proc, err = os.StartProcess(path, argv, attr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -494,6 +511,20 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 			filepath.Join(cfg.ComfyDir, "custom_nodes", "ComfyUI-Login"))
 	}
 
+	comfyEnv := cfg.ComfyEnv
+	var comfyCred *syscall.Credential
+	if u := cfg.RunAs; u != nil {
+		switch euid := os.Geteuid(); {
+		case euid == 0:
+			comfyEnv = u.prepare(s, cfg.ComfyDir, comfyEnv)
+			if u.UID != 0 {
+				comfyCred = u.credential()
+			}
+		case u.UID != euid:
+			s.logf("WARNING: the entrypoint runs as uid %d, not root, so it cannot run ComfyUI as %d:%d: ComfyUI runs as the gateway's user and can read its secrets. Start the container as root (no user: setting); the entrypoint drops ComfyUI's privileges itself.", euid, u.UID, u.GID)
+		}
+	}
+
 	argv, notes, err := confineToLoopback(cfg.ComfyCommand, cfg.InternalPort)
 	if err != nil {
 		s.logf("%v", err)
@@ -514,13 +545,13 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 
 	s.logf("starting ComfyUI in %s on 127.0.0.1:%d: %s", cfg.ComfyDir, cfg.InternalPort, strings.Join(argv, " "))
-	comfy, err := s.start("ComfyUI", "", argv, cfg.ComfyDir, cfg.ComfyEnv, stdout, stderr)
+	comfy, err := s.start("ComfyUI", "", argv, cfg.ComfyDir, comfyEnv, comfyCred, stdout, stderr)
 	if err != nil {
 		s.logf("cannot start ComfyUI with %q in %s: %v. Is ComfyUI installed there (the old entrypoint installed it into venv/ on first start)? Set COMFYUI_DIR, or COMFYUI_COMMAND, or pass the command after \"entrypoint\".", argv[0], cfg.ComfyDir, err)
 		return 127
 	}
 	s.logf("starting the gateway: %s", strings.Join(cfg.GatewayCommand, " "))
-	gateway, err := s.start("the gateway", cfg.GatewayPath, cfg.GatewayCommand, "", cfg.GatewayEnv, stdout, stderr)
+	gateway, err := s.start("the gateway", cfg.GatewayPath, cfg.GatewayCommand, "", cfg.GatewayEnv, nil, stdout, stderr)
 	if err != nil {
 		s.logf("cannot start the gateway (%s): %v; stopping ComfyUI.", strings.Join(cfg.GatewayCommand, " "), err)
 		gateway = &childState{name: "the gateway", exited: true, status: syscall.WaitStatus(1 << 8)}

@@ -197,6 +197,7 @@ func TestComfyUIRunsInComfyDirWithoutSecrets(t *testing.T) {
 	t.Setenv("QWEN_API_TOKEN", "raw-token-must-not-leak")
 	t.Setenv("SECRET_KEY", "session-key-must-not-leak")
 	t.Setenv("COMFYUI_COMMAND", "sh -c 'pwd; env; exit 0'")
+	t.Setenv("COMFYUI_UID", strconv.Itoa(os.Geteuid())) // the temp dir is this user's only
 	dir := t.TempDir()
 	t.Setenv("COMFYUI_DIR", dir)
 	cfg, err := entrypointConfigFrom(nil, os.Environ())
