@@ -18,8 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/comfyui-auth/comfyui-auth/server"
 )
 
 const (
@@ -98,9 +96,7 @@ func comfyUserFrom(env map[string]string, gatewayEnv []string) (*comfyUser, erro
 // defaultContainerHashFile picks the gateway's hash file when COMFYUI_AUTH_TOKEN_FILE
 // is unset: the image's location, unless only the old one (inside ComfyUI's
 // folder, where older compose files mounted .secrets) exists.
-func defaultContainerHashFile() string {
-	current := filepath.Join(containerSecretsDir, "qwen-api-user.token")
-	legacy := server.DefaultConfig().HashFile
+func defaultContainerHashFile(current, legacy string) string {
 	if _, err := os.Stat(current); err != nil {
 		if _, err := os.Stat(legacy); err == nil {
 			return legacy

@@ -278,3 +278,24 @@ func TestComfyUserSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsetTokenFileFindsTheOldMount: without COMFYUI_AUTH_TOKEN_FILE the
+// image's location is used, unless only the old one inside ComfyUI's folder
+// exists, so a container started with the old mount keeps authenticating.
+func TestUnsetTokenFileFindsTheOldMount(t *testing.T) {
+	dir := t.TempDir()
+	current, legacy := filepath.Join(dir, "etc", "token"), filepath.Join(dir, "ComfyUI", ".secrets", "token")
+	if got := defaultContainerHashFile(current, legacy); got != current {
+		t.Errorf("with neither file: %s, want %s", got, current)
+	}
+	os.MkdirAll(filepath.Dir(legacy), 0o700)
+	os.WriteFile(legacy, []byte("h"), 0o600)
+	if got := defaultContainerHashFile(current, legacy); got != legacy {
+		t.Errorf("with the old file only: %s, want %s", got, legacy)
+	}
+	os.MkdirAll(filepath.Dir(current), 0o700)
+	os.WriteFile(current, []byte("h"), 0o600)
+	if got := defaultContainerHashFile(current, legacy); got != current {
+		t.Errorf("with both: %s, want %s", got, current)
+	}
+}

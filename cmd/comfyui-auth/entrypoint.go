@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/server"
 )
 
 // Defaults match the comfyui-qwen deployment the image drops into.
@@ -170,7 +172,7 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 	cfg.GatewayCommand = []string{"comfyui-auth", "serve"}
 	cfg.GatewayEnv = withEnv(environ, "COMFYUI_AUTH_UPSTREAM", fmt.Sprintf("http://127.0.0.1:%d", cfg.InternalPort))
 	if env["COMFYUI_AUTH_TOKEN_FILE"] == "" {
-		cfg.GatewayEnv = withEnv(cfg.GatewayEnv, "COMFYUI_AUTH_TOKEN_FILE", defaultContainerHashFile())
+		cfg.GatewayEnv = withEnv(cfg.GatewayEnv, "COMFYUI_AUTH_TOKEN_FILE", defaultContainerHashFile(filepath.Join(containerSecretsDir, "qwen-api-user.token"), server.DefaultConfig().HashFile))
 	}
 	u, err := comfyUserFrom(env, cfg.GatewayEnv)
 	if err != nil {
