@@ -250,10 +250,11 @@ var embeddedListen = regexp.MustCompile(`--li(?:s|st|ste|sten)?(?:(?:=|\s+)([^\s
 //
 // For a command that runs main.py, or that passes --listen or --port through
 // to ComfyUI, it appends "--listen 127.0.0.1 --port <port>" after the user's
-// arguments rather than rewriting them: ComfyUI's argparse keeps the last value of an option, so
-// the appended pair wins over any earlier --listen, --liste=, --li or --po,
-// spelled in any form argparse accepts. The user's arguments are only read to
-// explain, in the returned notes, which of their values are overridden.
+// arguments rather than rewriting them: ComfyUI's argparse keeps the last
+// value of an option, so the appended pair wins over any earlier --listen,
+// --liste=, --li or --po, spelled in any form argparse accepts. The user's
+// arguments are only read to explain, in the returned notes, which of their
+// values are overridden.
 //
 // A shell script passed as one argument cannot be appended to; one that
 // starts ComfyUI with a non-loopback --listen is refused.
