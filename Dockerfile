@@ -35,6 +35,18 @@ LABEL org.opencontainers.image.title="comfyui-qwen:with-auth" \
       org.opencontainers.image.source="https://github.com/comfyui-auth/comfyui-auth" \
       org.opencontainers.image.version="${VERSION}"
 COPY --from=build /out/comfyui-auth /usr/local/bin/comfyui-auth
+# The gateway's secrets live outside ComfyUI's folder, in root-only
+# directories: the host's .secrets is mounted at /etc/comfyui-auth/secrets,
+# and the gateway keeps its state (session key, revocations) in
+# /var/lib/comfyui-auth. ComfyUI runs as an unprivileged user (COMFYUI_UID,
+# 1000 by default) that cannot enter either; the entrypoint re-checks the
+# modes at every start.
+RUN mkdir -p /etc/comfyui-auth/secrets /var/lib/comfyui-auth \
+ && chmod 0700 /etc/comfyui-auth /var/lib/comfyui-auth
+# COMFYUI_AUTH_TOKEN_FILE is left unset: the entrypoint then uses
+# /etc/comfyui-auth/secrets/qwen-api-user.token, or the old
+# /workspace/ComfyUI/.secrets one (with a warning) when only that exists.
+ENV COMFYUI_AUTH_STATE_DIR=/var/lib/comfyui-auth
 WORKDIR /workspace/ComfyUI
 # Only the gateway's port. ComfyUI listens on 127.0.0.1:8189 inside.
 EXPOSE 8188
@@ -42,7 +54,9 @@ EXPOSE 8188
 # first start (venv, models) takes minutes, hence the long start period.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=180s --retries=5 \
   CMD ["comfyui-auth", "healthcheck"]
-# PID 1: runs ComfyUI (the command, COMFYUI_COMMAND, or the default
-# "venv/bin/python3 main.py --listen 127.0.0.1 --port 8189 ...") and the
-# gateway on 0.0.0.0:8188, forwards signals and reaps zombies.
+# PID 1, as root: runs ComfyUI (the command, COMFYUI_COMMAND, or the default
+# "venv/bin/python3 main.py ...", with "--listen 127.0.0.1 --port 8189"
+# appended) as COMFYUI_UID, and the gateway as root on 0.0.0.0:8188; forwards
+# signals and reaps zombies. Do not set USER: the entrypoint drops ComfyUI's
+# privileges itself and needs root to do so.
 ENTRYPOINT ["comfyui-auth", "entrypoint"]

@@ -32,9 +32,15 @@ const (
 	defaultComfyDir     = "/workspace/ComfyUI"
 	defaultInternalPort = 8189
 	defaultStopTimeout  = 8 * time.Second
-	// defaultComfyCommand is the deployment's command with --listen moved to
-	// loopback and --port to the internal port (substituted at run time).
-	defaultComfyCommand = "venv/bin/python3 main.py --listen 127.0.0.1 --port %d --preview-method auto --use-split-cross-attention"
+	// containerSecretsDir is where the image expects the host's .secrets
+	// directory: under /etc/comfyui-auth, which the image makes root's and
+	// 0700, so ComfyUI's user cannot even look inside, whatever the modes of
+	// the host's files are.
+	containerSecretsDir = "/etc/comfyui-auth/secrets"
+	// defaultComfyCommand is the deployment's command without --listen and
+	// --port: confineToLoopback appends "--listen 127.0.0.1 --port <internal
+	// port>" to every main.py command.
+	defaultComfyCommand = "venv/bin/python3 main.py --preview-method auto --use-split-cross-attention"
 )
 
 // comfySecretEnv lists variables that only the gateway needs. They are removed
@@ -71,6 +77,9 @@ type entrypointConfig struct {
 	// StopTimeout bounds how long children get between SIGTERM and SIGKILL
 	// (COMFYUI_STOP_TIMEOUT).
 	StopTimeout time.Duration
+	// RunAs is ComfyUI's user (COMFYUI_UID, COMFYUI_GID); nil runs ComfyUI
+	// as the entrypoint's own user.
+	RunAs *comfyUser
 	// ReapAll makes the supervisor reap every child process, not just its
 	// own two. Only PID 1 inherits orphans, so only PID 1 needs it; doing it
 	// elsewhere would steal exit statuses from the rest of the process.
@@ -86,13 +95,14 @@ Runs ComfyUI on 127.0.0.1:$COMFYUI_INTERNAL_PORT (default %d) and the gateway
 ComfyUI's command is, in order: the arguments after "entrypoint", then
 $COMFYUI_COMMAND, then
   %s
-It runs in $COMFYUI_DIR (default %s). A --listen that is not loopback is
-rewritten to 127.0.0.1 and --port to the internal port.
+It runs in $COMFYUI_DIR (default %s). "--listen 127.0.0.1 --port <internal
+port>" is appended after ComfyUI's own arguments; argparse keeps the last
+value, so no earlier --listen or --port, however spelled, can publish it.
 
 SIGTERM and SIGINT are forwarded to both; after $COMFYUI_STOP_TIMEOUT
 (default %s) the rest is killed. If ComfyUI exits, the entrypoint exits with
 its status; if the gateway exits, ComfyUI is stopped and the exit is non-zero.
-`, defaultInternalPort, fmt.Sprintf(defaultComfyCommand, defaultInternalPort), defaultComfyDir, defaultStopTimeout)
+`, defaultInternalPort, defaultComfyCommand, defaultComfyDir, defaultStopTimeout)
 }
 
 // runEntrypoint is the "entrypoint" subcommand.
@@ -155,12 +165,20 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 		}
 		cfg.ComfyCommand = argv
 	default:
-		cfg.ComfyCommand, _ = splitCommandLine(fmt.Sprintf(defaultComfyCommand, cfg.InternalPort))
+		cfg.ComfyCommand, _ = splitCommandLine(defaultComfyCommand)
 	}
 
 	cfg.ComfyEnv = withoutEnv(environ, comfySecretEnv...)
 	cfg.GatewayCommand = []string{"comfyui-auth", "serve"}
 	cfg.GatewayEnv = withEnv(environ, "COMFYUI_AUTH_UPSTREAM", fmt.Sprintf("http://127.0.0.1:%d", cfg.InternalPort))
+	if env["COMFYUI_AUTH_TOKEN_FILE"] == "" {
+		cfg.GatewayEnv = withEnv(cfg.GatewayEnv, "COMFYUI_AUTH_TOKEN_FILE", defaultContainerHashFile(filepath.Join(containerSecretsDir, "qwen-api-user.token"), defaultConfig().HashFile))
+	}
+	u, err := comfyUserFrom(env, cfg.GatewayEnv)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.RunAs = u
 	if _, ok := env["COMFYUI_AUTH_SHUTDOWN_TIMEOUT"]; !ok {
 		// The gateway drains connections on SIGTERM; it must finish
 		// before the entrypoint's SIGKILL, which comes before Docker's.
@@ -204,78 +222,87 @@ func isLoopbackListen(v string) bool {
 	return true
 }
 
-// embeddedListen finds --listen inside a single argument such as a
-// "sh -c '...'" script, which cannot be rewritten safely.
-var embeddedListen = regexp.MustCompile(`--listen(?:=|\s+)([^\s'"]*)|--listen\s*$`)
+// listenOpt and portOpt recognise ComfyUI's --listen and --port the way its
+// argparse parser does: the full name or any unambiguous abbreviation of it
+// ("--li" is the shortest that names --listen only, "--po" for --port), with
+// the value in the next argument or after "=".
+func listenOpt(a string) (value string, hasValue, ok bool) { return argparseOpt(a, "--listen", "--li") }
+func portOpt(a string) (value string, hasValue, ok bool)   { return argparseOpt(a, "--port", "--po") }
 
-// confineToLoopback rewrites ComfyUI's argv so that it listens on
-// 127.0.0.1:port only. Publishing ComfyUI itself would bypass the gateway, so
-// a non-loopback --listen is replaced, not trusted. It returns the new argv and
-// a sentence for each change. For a command that runs main.py without --listen
-// or --port, they are added, because ComfyUI's default port 8188 is the
-// gateway's.
+func argparseOpt(a, full, shortest string) (value string, hasValue, ok bool) {
+	name, value, hasValue := strings.Cut(a, "=")
+	if len(name) < len(shortest) || !strings.HasPrefix(full, name) {
+		return "", false, false
+	}
+	return value, hasValue, true
+}
+
+// embeddedListen finds --listen, or an abbreviation of it, inside a single
+// argument such as a "sh -c '...'" script, which cannot be confined safely.
+var embeddedListen = regexp.MustCompile(`--li(?:s|st|ste|sten)?(?:(?:=|\s+)([^\s'"]*)|\s*$)`)
+
+// confineToLoopback makes ComfyUI listen on 127.0.0.1:port only. Publishing
+// ComfyUI itself would bypass the gateway.
+//
+// For a command that runs main.py, or that passes --listen or --port through
+// to ComfyUI, it appends "--listen 127.0.0.1 --port <port>" after the user's
+// arguments rather than rewriting them: ComfyUI's argparse keeps the last
+// value of an option, so the appended pair wins over any earlier --listen,
+// --liste=, --li or --po, spelled in any form argparse accepts. The user's
+// arguments are only read to explain, in the returned notes, which of their
+// values are overridden.
+//
+// A shell script passed as one argument cannot be appended to; one that
+// starts ComfyUI with a non-loopback --listen is refused.
 func confineToLoopback(argv []string, port int) ([]string, []string, error) {
-	out := make([]string, 0, len(argv)+4)
 	var notes []string
-	sawListen, sawPort, sawMain := false, false, false
 	portStr := strconv.Itoa(port)
+	forwards := false // the command takes ComfyUI's flags
 	for i := 0; i < len(argv); i++ {
 		a := argv[i]
-		switch {
-		case a == "--listen" || strings.HasPrefix(a, "--listen="):
-			sawListen = true
-			val, hasVal := "", false
-			if a != "--listen" {
-				val, hasVal = strings.TrimPrefix(a, "--listen="), true
-			} else if i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") {
-				val, hasVal = argv[i+1], true
+		if filepath.Base(a) == "main.py" {
+			forwards = true
+			continue
+		}
+		if v, has, ok := listenOpt(a); ok {
+			forwards = true
+			if !has && i+1 < len(argv) && !strings.HasPrefix(argv[i+1], "-") {
+				v, has = argv[i+1], true
 				i++
 			}
-			if !isLoopbackListen(val) {
-				shown := val
-				if !hasVal {
-					shown = "(all interfaces)"
-				}
-				notes = append(notes, fmt.Sprintf("ComfyUI's --listen %s was replaced by --listen 127.0.0.1: only the gateway may be reachable from outside the container", shown))
-				val = "127.0.0.1"
+			if !has {
+				v = "(all interfaces)" // a bare --listen is 0.0.0.0,::
 			}
-			out = append(out, "--listen", val)
-		case a == "--port" || strings.HasPrefix(a, "--port="):
-			sawPort = true
-			val := strings.TrimPrefix(a, "--port=")
-			if a == "--port" {
-				if i+1 < len(argv) {
-					val = argv[i+1]
-					i++
-				} else {
-					val = ""
-				}
+			if !has || !isLoopbackListen(v) {
+				notes = append(notes, fmt.Sprintf("ComfyUI's %s %s is overridden by --listen 127.0.0.1, appended after it: only the gateway may be reachable from outside the container", strings.SplitN(a, "=", 2)[0], v))
 			}
-			if val != portStr {
-				notes = append(notes, fmt.Sprintf("ComfyUI's --port %s was replaced by --port %d, the internal port the gateway forwards to (COMFYUI_INTERNAL_PORT)", val, port))
+			continue
+		}
+		if v, has, ok := portOpt(a); ok {
+			forwards = true
+			if !has && i+1 < len(argv) {
+				v = argv[i+1]
+				i++
 			}
-			out = append(out, "--port", portStr)
-		default:
-			if strings.ContainsAny(a, " \t\n") {
-				for _, m := range embeddedListen.FindAllStringSubmatch(a, -1) {
-					if !isLoopbackListen(m[1]) {
-						return nil, nil, fmt.Errorf("ComfyUI's command %q starts ComfyUI with --listen %s inside a script, which would publish it beside the gateway; change it to --listen 127.0.0.1 --port %d", a, m[1], port)
-					}
+			if v != portStr {
+				notes = append(notes, fmt.Sprintf("ComfyUI's %s %s is overridden by --port %d, appended after it: the internal port the gateway forwards to (COMFYUI_INTERNAL_PORT)", strings.SplitN(a, "=", 2)[0], v, port))
+			}
+			continue
+		}
+		if strings.ContainsAny(a, " \t\n") {
+			for _, m := range embeddedListen.FindAllStringSubmatch(a, -1) {
+				if !isLoopbackListen(m[1]) {
+					return nil, nil, fmt.Errorf("ComfyUI's command %q starts ComfyUI with %s inside a script, which would publish it beside the gateway; change it to --listen 127.0.0.1 --port %d", a, strings.TrimSpace(m[0]), port)
 				}
 			}
-			if filepath.Base(a) == "main.py" {
-				sawMain = true
-			}
-			out = append(out, a)
 		}
 	}
-	if sawMain && !sawListen {
-		out = append(out, "--listen", "127.0.0.1")
+	if !forwards {
+		return append([]string(nil), argv...), notes, nil
 	}
-	if sawMain && !sawPort {
-		out = append(out, "--port", portStr)
-	}
-	return out, notes, nil
+	out := make([]string, 0, len(argv)+4)
+	out = append(out, argv...)
+	return append(out, "--listen", "127.0.0.1", "--port", portStr), notes, nil
 }
 
 // childState is one supervised process.
@@ -350,7 +377,7 @@ func (s *supervisor) outputFile(w io.Writer) (*os.File, func(), error) {
 	return wr, func() { wr.Close() }, nil
 }
 
-func (s *supervisor) start(name, path string, argv []string, dir string, env []string, stdout, stderr io.Writer) (*childState, error) {
+func (s *supervisor) start(name, path string, argv []string, dir string, env []string, cred *syscall.Credential, stdout, stderr io.Writer) (*childState, error) {
 	outF, closeOut, err := s.outputFile(stdout)
 	if err != nil {
 		return nil, err
@@ -374,14 +401,20 @@ func (s *supervisor) start(name, path string, argv []string, dir string, env []s
 			path = filepath.Join(dir, path)
 		}
 	}
-	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
+	attr := &os.ProcAttr{
 		Dir:   dir,
 		Env:   env,
 		Files: []*os.File{os.Stdin, outF, errF},
 		// Its own process group, so that a signal reaches the helpers a
 		// child starts (ComfyUI's custom nodes spawn some) as well.
-		Sys: &syscall.SysProcAttr{Setpgid: true},
-	})
+		Sys: &syscall.SysProcAttr{Setpgid: true, Credential: cred},
+	}
+	var proc *os.Process
+	if cred != nil {
+		proc, err = startWithoutPrivilegeGain(path, argv, attr)
+	} else {
+		proc, err = os.StartProcess(path, argv, attr)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -461,6 +494,20 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 			filepath.Join(cfg.ComfyDir, "custom_nodes", "ComfyUI-Login"))
 	}
 
+	comfyEnv := cfg.ComfyEnv
+	var comfyCred *syscall.Credential
+	if u := cfg.RunAs; u != nil {
+		switch euid := os.Geteuid(); {
+		case euid == 0:
+			comfyEnv = u.prepare(s, cfg.ComfyDir, comfyEnv)
+			if u.UID != 0 {
+				comfyCred = u.credential()
+			}
+		case u.UID != euid:
+			s.logf("WARNING: the entrypoint runs as uid %d, not root, so it cannot run ComfyUI as %d:%d: ComfyUI runs as the gateway's user and can read its secrets. Start the container as root (no user: setting); the entrypoint drops ComfyUI's privileges itself.", euid, u.UID, u.GID)
+		}
+	}
+
 	argv, notes, err := confineToLoopback(cfg.ComfyCommand, cfg.InternalPort)
 	if err != nil {
 		s.logf("%v", err)
@@ -481,13 +528,13 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 	defer signal.Stop(sigs)
 
 	s.logf("starting ComfyUI in %s on 127.0.0.1:%d: %s", cfg.ComfyDir, cfg.InternalPort, strings.Join(argv, " "))
-	comfy, err := s.start("ComfyUI", "", argv, cfg.ComfyDir, cfg.ComfyEnv, stdout, stderr)
+	comfy, err := s.start("ComfyUI", "", argv, cfg.ComfyDir, comfyEnv, comfyCred, stdout, stderr)
 	if err != nil {
 		s.logf("cannot start ComfyUI with %q in %s: %v. Is ComfyUI installed there (the old entrypoint installed it into venv/ on first start)? Set COMFYUI_DIR, or COMFYUI_COMMAND, or pass the command after \"entrypoint\".", argv[0], cfg.ComfyDir, err)
 		return 127
 	}
 	s.logf("starting the gateway: %s", strings.Join(cfg.GatewayCommand, " "))
-	gateway, err := s.start("the gateway", cfg.GatewayPath, cfg.GatewayCommand, "", cfg.GatewayEnv, stdout, stderr)
+	gateway, err := s.start("the gateway", cfg.GatewayPath, cfg.GatewayCommand, "", cfg.GatewayEnv, nil, stdout, stderr)
 	if err != nil {
 		s.logf("cannot start the gateway (%s): %v; stopping ComfyUI.", strings.Join(cfg.GatewayCommand, " "), err)
 		gateway = &childState{name: "the gateway", exited: true, status: syscall.WaitStatus(1 << 8)}

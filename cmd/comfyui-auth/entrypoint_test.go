@@ -182,6 +182,7 @@ func TestComfyUIRunsInComfyDirWithoutSecrets(t *testing.T) {
 	t.Setenv("QWEN_API_TOKEN", "raw-token-must-not-leak")
 	t.Setenv("SECRET_KEY", "session-key-must-not-leak")
 	t.Setenv("COMFYUI_COMMAND", "sh -c 'pwd; env; exit 0'")
+	t.Setenv("COMFYUI_UID", strconv.Itoa(os.Geteuid())) // the temp dir is this user's only
 	dir := t.TempDir()
 	t.Setenv("COMFYUI_DIR", dir)
 	cfg, err := entrypointConfigFrom(nil, os.Environ())
@@ -224,46 +225,6 @@ func TestScriptThatPublishesComfyUIIsRefused(t *testing.T) {
 	}
 }
 
-func TestListenIsConfinedToLoopback(t *testing.T) {
-	tests := []struct {
-		name  string
-		in    []string
-		want  []string
-		notes int
-	}{
-		{"deployment command", strings.Fields("venv/bin/python3 main.py --listen 0.0.0.0 --port 8188 --preview-method auto"),
-			strings.Fields("venv/bin/python3 main.py --listen 127.0.0.1 --port 8189 --preview-method auto"), 2},
-		{"already loopback", strings.Fields("python main.py --listen 127.0.0.1 --port 8189"),
-			strings.Fields("python main.py --listen 127.0.0.1 --port 8189"), 0},
-		{"equals forms", strings.Fields("python main.py --listen=:: --port=9000"),
-			strings.Fields("python main.py --listen 127.0.0.1 --port 8189"), 2},
-		{"bare listen means all interfaces", strings.Fields("python main.py --listen --cpu"),
-			strings.Fields("python main.py --listen 127.0.0.1 --cpu --port 8189"), 1},
-		{"listen list", strings.Fields("python main.py --listen 127.0.0.1,0.0.0.0"),
-			strings.Fields("python main.py --listen 127.0.0.1 --port 8189"), 1},
-		{"main.py without flags", strings.Fields("python3 main.py"),
-			strings.Fields("python3 main.py --listen 127.0.0.1 --port 8189"), 0},
-		{"other command left alone", strings.Fields("sh -c true"), strings.Fields("sh -c true"), 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, notes, err := confineToLoopback(tt.in, 8189)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got  %q\nwant %q", got, tt.want)
-			}
-			if len(notes) != tt.notes {
-				t.Errorf("%d notes, want %d: %q", len(notes), tt.notes, notes)
-			}
-		})
-	}
-	if _, _, err := confineToLoopback([]string{"bash", "-c", "exec python main.py --listen 127.0.0.1"}, 8189); err != nil {
-		t.Errorf("a loopback --listen inside a script was refused: %v", err)
-	}
-}
-
 func TestEntrypointConfigPrecedence(t *testing.T) {
 	base := []string{"PATH=/usr/bin", "COMFYUI_AUTH_UPSTREAM=http://elsewhere:1", "COMFYUI_AUTH_TOKEN=raw"}
 	tests := []struct {
@@ -272,8 +233,8 @@ func TestEntrypointConfigPrecedence(t *testing.T) {
 		env     []string
 		wantCmd []string
 	}{
-		{"default command uses the internal port", nil, []string{"COMFYUI_INTERNAL_PORT=9000"},
-			strings.Fields("venv/bin/python3 main.py --listen 127.0.0.1 --port 9000 --preview-method auto --use-split-cross-attention")},
+		{"default command is the deployment's, without --listen and --port", nil, []string{"COMFYUI_INTERNAL_PORT=9000"},
+			strings.Fields("venv/bin/python3 main.py --preview-method auto --use-split-cross-attention")},
 		{"COMFYUI_COMMAND is split like a shell", nil, []string{`COMFYUI_COMMAND=bash -c 'exec python3 main.py' "a b"`},
 			[]string{"bash", "-c", "exec python3 main.py", "a b"}},
 		{"arguments win over COMFYUI_COMMAND", []string{"--", "python3", "main.py"}, []string{"COMFYUI_COMMAND=ignored"},

@@ -198,7 +198,8 @@ func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
 	}
 	fp := hashstore.Fingerprint(hash)
 
-	if err := writeHashFile(hashFile, hash+"\n"); err != nil {
+	mode, err := writeHashFile(hashFile, hash+"\n")
+	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 1
 	}
@@ -206,8 +207,11 @@ func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "server: %s (mode 0644, bcrypt hash, fingerprint %s)\n", hashFile, fp)
-	fmt.Fprintf(stdout, "  the gateway mounts this file: COMFYUI_AUTH_TOKEN_FILE=/workspace/ComfyUI/.secrets/%s.token (mount the %s directory, not the single file)\n", *name, *outDir)
+	fmt.Fprintf(stdout, "server: %s (mode %04o, bcrypt hash, fingerprint %s)\n", hashFile, mode, fp)
+	if mode&0o077 != 0 {
+		fmt.Fprintf(stdout, "  note: its mode %04o was kept; other users of this machine can read it, and while hash tokens are accepted the hash logs in like the token: chmod 600 %s unless another user must read it\n", mode, shellQuote(hashFile))
+	}
+	fmt.Fprintf(stdout, "  the container mounts the %s directory read-only at %s (COMFYUI_AUTH_TOKEN_FILE=%s/%s.token), out of ComfyUI's reach\n", *outDir, containerSecretsDir, containerSecretsDir, *name)
 	fmt.Fprintf(stdout, "clients: %s (mode 0600, %s=<the raw token>)\n", envFile, varName)
 	fmt.Fprintf(stdout, "  clients send the raw token as `Authorization: Bearer <token>`; keep this file out of git\n")
 	fmt.Fprintf(stdout, "try it:\n  %s\n", curlLine(envFile, varName))
@@ -218,20 +222,27 @@ func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// writeHashFile writes the hash file world-readable (the container user must
-// read it). An existing file is rewritten in place, because a single-file
-// bind mount would never see a new inode.
-func writeHashFile(path, content string) error {
-	if _, err := os.Stat(path); err == nil {
+// hashFileMode is the mode of a new hash file. The hash is a bearer secret
+// while hash tokens are accepted (ComfyUI-Login's clients send it), so only
+// its owner reads it; the gateway in the container runs as root and needs no
+// more.
+const hashFileMode = 0o600
+
+// writeHashFile writes the hash file and returns its mode. An existing file is
+// rewritten in place, because a single-file bind mount would never see a new
+// inode, and keeps its mode and owner: replacing the hash must never widen
+// who can read it. A new file gets hashFileMode.
+func writeHashFile(path, content string) (os.FileMode, error) {
+	if fi, err := os.Stat(path); err == nil {
 		if err := hashstore.WriteInPlace(path, []byte(content)); err != nil {
-			return err
+			return 0, err
 		}
-		return os.Chmod(path, 0o644)
+		return fi.Mode().Perm(), nil
 	}
-	if err := hashstore.WriteFileSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644, []byte(content)); err != nil {
-		return fmt.Errorf("writing the hash file: %w", err)
+	if err := hashstore.WriteFileSynced(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, hashFileMode, []byte(content)); err != nil {
+		return 0, fmt.Errorf("writing the hash file: %w", err)
 	}
-	return nil
+	return hashFileMode, nil
 }
 
 // defaultHashFile is the hash file the commands act on without --hash-file:

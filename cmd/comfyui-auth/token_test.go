@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,7 +48,7 @@ func TestTokenGenerateWritesPairWithModesAndNeverPrintsTheToken(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	envFile, hashFile := filepath.Join(dir, ".env.generated"), filepath.Join(dir, "qwen-api-user.token")
-	for path, want := range map[string]os.FileMode{dir: 0o700, envFile: 0o600, hashFile: 0o644} {
+	for path, want := range map[string]os.FileMode{dir: 0o700, envFile: 0o600, hashFile: 0o600} {
 		if got := mode(t, path); got != want {
 			t.Errorf("%s has mode %o, want %o", path, got, want)
 		}
@@ -101,6 +102,43 @@ func TestTokenGenerateRefusesToOverwriteWithoutForce(t *testing.T) {
 	tok := readEnvToken(t, filepath.Join(dir, ".env.generated"), "QWEN_API_USER_TOKEN")
 	if d := hashstore.DiagnoseFile(hashFile, tok, true); d.Kind != hashstore.DiagRawMatch {
 		t.Fatal(d.Sentence())
+	}
+}
+
+// TestTokenGenerateForceNeverWidensTheHashFileMode: --force rewrites the
+// hash file in place and keeps its mode, so a 0600 (or 0640) file does not
+// become world-readable; the hash logs in like the token while hash tokens
+// are accepted. A group- or world-readable mode is kept, and pointed out.
+func TestTokenGenerateForceNeverWidensTheHashFileMode(t *testing.T) {
+	for _, m := range []os.FileMode{0o600, 0o640, 0o644} {
+		t.Run(m.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			hashFile := filepath.Join(dir, "qwen-api-user.token")
+			var out, errb bytes.Buffer
+			if code := run([]string{"token", "generate", "--out-dir", dir, "--cost", "4"}, &out, &errb); code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			if err := os.Chmod(hashFile, m); err != nil {
+				t.Fatal(err)
+			}
+			out.Reset()
+			if code := run([]string{"token", "generate", "--out-dir", dir, "--cost", "4", "--force"}, &out, &errb); code != 0 {
+				t.Fatalf("--force: exit %d: %s", code, errb.String())
+			}
+			if got := mode(t, hashFile); got != m {
+				t.Errorf("--force changed the hash file's mode from %04o to %04o", m, got)
+			}
+			if !strings.Contains(out.String(), fmt.Sprintf("mode %04o", m)) {
+				t.Errorf("output does not report mode %04o:\n%s", m, out.String())
+			}
+			if noted := strings.Contains(out.String(), "chmod 600"); noted != (m&0o077 != 0) {
+				t.Errorf("mode %04o: chmod advice printed = %v:\n%s", m, noted, out.String())
+			}
+			tok := readEnvToken(t, filepath.Join(dir, ".env.generated"), "QWEN_API_USER_TOKEN")
+			if d := hashstore.DiagnoseFile(hashFile, tok, true); d.Kind != hashstore.DiagRawMatch {
+				t.Fatal(d.Sentence())
+			}
+		})
 	}
 }
 
