@@ -116,6 +116,9 @@ type Config struct {
 	// cookies Secure. Empty: taken from each request's Host
 	// (--public-url, COMFYUI_AUTH_PUBLIC_URL).
 	PublicURL string
+
+	// loginReadTimeout overrides loginReadTimeout (tests).
+	loginReadTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults documented in the README.

@@ -143,6 +143,7 @@ var sessionCookieNames = []string{middleware.SessionCookie}
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
+	r.Use(middleware.CloseUnreadBody)
 	r.Use(middleware.ResolveClient(s.trusted))
 	r.Get("/healthz", handleHealthz)
 	r.Head("/healthz", handleHealthz)
@@ -192,7 +193,7 @@ func (s *Server) routes() http.Handler {
 			r.Use(markDisabled)
 		}
 		r.Use(s.trackWebsockets)
-		r.Handle("/*", proxy)
+		r.Handle("/*", forwarded(proxy))
 	})
 	return r
 }
@@ -200,6 +201,15 @@ func (s *Server) routes() http.Handler {
 func markDisabled(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		middleware.InfoFrom(r).Method = middleware.MethodDisabled
+		next.ServeHTTP(w, r)
+	})
+}
+
+// forwarded marks a request as handed to ComfyUI, whose answer, unlike
+// the gateway's own, may come while the request body still streams.
+func forwarded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		middleware.InfoFrom(r).Forwarded = true
 		next.ServeHTTP(w, r)
 	})
 }
