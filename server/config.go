@@ -116,6 +116,15 @@ type Config struct {
 	// cookies Secure. Empty: taken from each request's Host
 	// (--public-url, COMFYUI_AUTH_PUBLIC_URL).
 	PublicURL string
+	// MaxConns bounds the client connections open at once; 0 derives it
+	// from the descriptor limit, at most 4096 (--max-conns,
+	// COMFYUI_AUTH_MAX_CONNS).
+	MaxConns int
+	// MaxConnsPerClient bounds one client address's (an IPv6 /64's)
+	// connections; trusted proxies count toward MaxConns only. 0 means
+	// 256, or MaxConns when lower (--max-conns-per-client,
+	// COMFYUI_AUTH_MAX_CONNS_PER_CLIENT).
+	MaxConnsPerClient int
 
 	// loginReadTimeout overrides loginReadTimeout (tests).
 	loginReadTimeout time.Duration
@@ -191,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := parsePublicURL(c.PublicURL); err != nil {
 		return err
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerClient < 0 {
+		return fmt.Errorf("connection limits must be 0 (derived from the descriptor limit) or more, got --max-conns %d and --max-conns-per-client %d", c.MaxConns, c.MaxConnsPerClient)
 	}
 	if c.MaxHeaderBytes < 4096 {
 		return fmt.Errorf("max header bytes must be at least 4096, got %d", c.MaxHeaderBytes)

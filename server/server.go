@@ -50,6 +50,9 @@ type Server struct {
 	wsCancel context.CancelFunc
 	wsOpen   sync.WaitGroup
 	wsCount  atomic.Int64
+
+	// conns bounds client connections, overall and per client.
+	conns *connLimiter
 }
 
 // New validates cfg, loads the credentials and builds the handler. It does
@@ -133,6 +136,9 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		})
 	}
 	s.metrics.watchWebsockets(s.OpenWebsockets)
+	s.conns = newConnLimiter(deriveConnLimits(cfg.MaxConns, cfg.MaxConnsPerClient), s.trusted, s.certs != nil,
+		logger.With().Str("component", "conns").Logger())
+	s.metrics.watchConns(s.conns)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -320,8 +326,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.verifier != nil {
 		defer s.verifier.Close()
 	}
+	ln = s.conns.listener(ln)
 	srv := &http.Server{
 		Handler:           s.handler,
+		ConnState:         s.conns.connState,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		// No ReadTimeout/WriteTimeout: they would cut slow uploads, long
@@ -355,7 +363,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer metricsSrv.Close()
 	}
 	s.logger.Info().Str("listen", ln.Addr().String()).Str("upstream", s.upstream.String()).
-		Bool("auth", s.store != nil).Bool("tls", s.certs != nil).Msg("gateway listening")
+		Bool("auth", s.store != nil).Bool("tls", s.certs != nil).
+		Int("max_conns", s.conns.limits.max).Int("max_conns_per_client", s.conns.limits.perClient).
+		Uint64("descriptor_limit", s.conns.limits.fileLimit).Msg("gateway listening")
 
 	select {
 	case err := <-errc:
