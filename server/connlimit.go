@@ -131,7 +131,9 @@ func (l *connLimiter) Open() int {
 }
 
 // listener wraps ln so that Accept admits within the bounds.
-func (l *connLimiter) listener(ln net.Listener) net.Listener { return &limitedListener{Listener: ln, l: l} }
+func (l *connLimiter) listener(ln net.Listener) net.Listener {
+	return &limitedListener{Listener: ln, l: l}
+}
 
 type limitedListener struct {
 	net.Listener
