@@ -128,6 +128,8 @@ type Config struct {
 
 	// loginReadTimeout overrides loginReadTimeout (tests).
 	loginReadTimeout time.Duration
+	// refusalLogInterval overrides middleware.DefaultRefusalInterval (tests).
+	refusalLogInterval time.Duration
 }
 
 // DefaultConfig returns the defaults documented in the README.

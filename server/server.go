@@ -148,7 +148,11 @@ var sessionCookieNames = []string{middleware.SessionCookie}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
+	r.Use(middleware.AccessLogWith(middleware.AccessLogOptions{
+		Logger:          s.logger,
+		Observers:       []func(middleware.Completed){s.metrics.observe},
+		RefusalInterval: s.cfg.refusalLogInterval,
+	}))
 	r.Use(middleware.CloseUnreadBody)
 	r.Use(middleware.ResolveClient(s.trusted))
 	r.Get("/healthz", handleHealthz)
