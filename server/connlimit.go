@@ -168,6 +168,16 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// CloseWrite lets net/http half-close before closing, as it does on a bare
+// TCP connection, so a client still sending is not reset before it has
+// read the answer.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
 func (l *connLimiter) admit(c net.Conn) *limitedConn {
 	key := netip.Addr{}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
