@@ -33,6 +33,7 @@ type refusalLog struct {
 	logger   zerolog.Logger
 	interval time.Duration
 	capacity int
+	now      func() time.Time
 
 	mu       sync.Mutex
 	clients  map[netip.Addr]*refusalCount
@@ -61,7 +62,7 @@ func newRefusalLog(logger zerolog.Logger, interval time.Duration, capacity int) 
 	if capacity <= 0 {
 		capacity = DefaultRefusalClients
 	}
-	return &refusalLog{logger: logger, interval: interval, capacity: capacity, clients: map[netip.Addr]*refusalCount{}}
+	return &refusalLog{logger: logger, interval: interval, capacity: capacity, now: time.Now, clients: map[netip.Addr]*refusalCount{}}
 }
 
 // isRefusal reports whether an answer is one the gateway gave itself to
@@ -90,19 +91,19 @@ func (l *refusalLog) first(client netip.Addr, status int) bool {
 	}
 	if len(l.clients) >= l.capacity {
 		if l.overflow.total == 0 {
-			l.overflow.since = time.Now()
+			l.overflow.since = l.now()
 		}
 		l.overflow.add(status)
 		return false
 	}
-	l.clients[client] = &refusalCount{since: time.Now()}
+	l.clients[client] = &refusalCount{since: l.now()}
 	return true
 }
 
 // flush writes the summaries of the intervals that have passed and forgets
 // clients that were quiet through theirs.
 func (l *refusalLog) flush() {
-	now := time.Now()
+	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for key, c := range l.clients {
@@ -116,12 +117,12 @@ func (l *refusalLog) flush() {
 		l.summary(key.String(), c, now)
 		l.clients[key] = &refusalCount{since: now}
 	}
-	if l.overflow.total > 0 {
+	if l.overflow.total > 0 && now.Sub(l.overflow.since) >= l.interval {
 		l.summary("untracked", &l.overflow, now)
 		l.overflow = refusalCount{}
 	}
 	l.timer = nil
-	if len(l.clients) > 0 {
+	if len(l.clients) > 0 || l.overflow.total > 0 {
 		l.timer = time.AfterFunc(l.interval/2, l.flush)
 	}
 }
