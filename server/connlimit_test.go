@@ -120,13 +120,13 @@ func TestIdleConnectionsMakeRoomAtTheBound(t *testing.T) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		idle = append(idle, br)
 	}
-	eventually(t, 5*time.Second, "four connections open", func() bool { return g.Server.conns.Open() == 4 })
+	eventually(t, 10*time.Second, "four idle connections", func() bool { return idleConns(g.Server.conns) == 4 })
 	// 127.0.0.1 still gets in: idle connections make room.
 	var held []*heldConn
 	for i := 0; i < 4; i++ {
 		held = append(held, holdConn(t, g, "127.0.0.1"))
 	}
-	eventually(t, 5*time.Second, "idle connections closed for the new client", func() bool {
+	eventually(t, 10*time.Second, "idle connections closed for the new client", func() bool {
 		return g.Server.conns.evicted.Load() == 4
 	})
 	if n := countRefused(held); n != 0 {
@@ -162,4 +162,11 @@ func TestTrustedProxyCountsTowardTheOverallBoundOnly(t *testing.T) {
 	if n := g.Server.conns.Open(); n != 6 {
 		t.Fatalf("%d connections from the trusted proxy open, want the overall bound 6", n)
 	}
+}
+
+// idleConns is how many connections the limiter knows as idle.
+func idleConns(l *connLimiter) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.idle)
 }
