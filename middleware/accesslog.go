@@ -23,7 +23,7 @@ type Completed struct {
 	// websocket every byte written to the client after the handshake.
 	Bytes int64
 	// BytesIn is, for a websocket, every byte read from the client after
-	// the handshake; for a request, the same as Bytes.
+	// the handshake; 0 for other requests, whose bodies are not counted.
 	BytesIn  int64
 	Duration time.Duration
 	// WebSocket is true for an upgrade; Duration is then the connection's
@@ -83,7 +83,7 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 			if info.Client != "" {
 				client = info.Client
 			}
-			bytesIn, bytesOut := rec.bytes, rec.bytes
+			bytesIn, bytesOut := int64(0), rec.bytes
 			ws := status == http.StatusSwitchingProtocols
 			if ws {
 				bytesIn, bytesOut = rec.wsIn.Load(), rec.wsOut.Load()
