@@ -17,9 +17,14 @@ import (
 // Observers (metrics) receive it instead of wrapping the writer a second
 // time, so a request is timed and measured once.
 type Completed struct {
-	Info     *Info
-	Status   int
-	Bytes    int64
+	Info   *Info
+	Status int
+	// Bytes is what was sent to the client: the response body, or for a
+	// websocket every byte written to the client after the handshake.
+	Bytes int64
+	// BytesIn is, for a websocket, every byte read from the client after
+	// the handshake; 0 for other requests, whose bodies are not counted.
+	BytesIn  int64
 	Duration time.Duration
 	// WebSocket is true for an upgrade; Duration is then the connection's
 	// whole life.
@@ -34,6 +39,29 @@ type Completed struct {
 // Each observer is called synchronously after the log event with what was
 // logged; it must be cheap and must not block.
 func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Handler) http.Handler {
+	return AccessLogWith(AccessLogOptions{Logger: logger, Observers: observers})
+}
+
+// AccessLogOptions configures AccessLogWith.
+type AccessLogOptions struct {
+	Logger    zerolog.Logger
+	Observers []func(Completed)
+	// RefusalInterval is how often the refusals not logged one by one are
+	// summarised, per client; 0 means DefaultRefusalInterval.
+	RefusalInterval time.Duration
+	// RefusalClients caps the clients whose refusals are counted apart;
+	// 0 means DefaultRefusalClients.
+	RefusalClients int
+}
+
+// AccessLogWith is AccessLog with its flood bounds set. Refusals the
+// gateway gives itself (a 4xx or 503 not from ComfyUI, a redirect to the
+// login page) are logged for a client's first one only; the client's
+// further refusals are counted and summarised once per RefusalInterval (see
+// refusalLog). Observers still see every request.
+func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
+	logger, observers := o.Logger, o.Observers
+	refusals := newRefusalLog(logger, o.RefusalInterval, o.RefusalClients)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -47,6 +75,30 @@ func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Ha
 				status = http.StatusOK
 			}
 			elapsed := time.Since(start)
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			client := host
+			if info.Client != "" {
+				client = info.Client
+			}
+			bytesIn, bytesOut := int64(0), rec.bytes
+			ws := status == http.StatusSwitchingProtocols
+			if ws {
+				bytesIn, bytesOut = rec.wsIn.Load(), rec.wsOut.Load()
+			}
+			defer func() {
+				if len(observers) > 0 {
+					c := Completed{Info: info, Status: status, Bytes: bytesOut, BytesIn: bytesIn, Duration: elapsed, WebSocket: ws}
+					for _, o := range observers {
+						o(c)
+					}
+				}
+			}()
+			if isRefusal(r, info, status) && !refusals.first(throttleKey(parseHostAddr(client)), status) {
+				return
+			}
 			ev := logger.Info()
 			switch {
 			case status >= 500:
@@ -56,10 +108,6 @@ func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Ha
 				// not news. An unhealthy one still logs at info.
 				ev = logger.Debug()
 			}
-			host, _, err := net.SplitHostPort(r.RemoteAddr)
-			if err != nil {
-				host = r.RemoteAddr
-			}
 			if info.Client != "" && info.Client != host {
 				ev = ev.Str("peer", host)
 				host = info.Client
@@ -67,22 +115,18 @@ func AccessLog(logger zerolog.Logger, observers ...func(Completed)) func(http.Ha
 			ev = ev.Str("method", r.Method).
 				Str("path", r.URL.EscapedPath()).
 				Int("status", status).
-				Int64("bytes", rec.bytes).
+				Int64("bytes", bytesOut).
 				Float64("duration_ms", float64(elapsed.Microseconds())/1000).
 				Str("client", host).
 				Str("auth", string(info.Method)).
 				Str("request_id", info.ID)
+			if ws {
+				ev = ev.Int64("bytes_in", bytesIn).Int64("bytes_out", bytesOut)
+			}
 			if info.Reason != "" {
 				ev = ev.Str("reason", info.Reason)
 			}
 			ev.Msg("request")
-			if len(observers) > 0 {
-				c := Completed{Info: info, Status: status, Bytes: rec.bytes, Duration: elapsed,
-					WebSocket: status == http.StatusSwitchingProtocols}
-				for _, o := range observers {
-					o(c)
-				}
-			}
 		})
 	}
 }
@@ -132,6 +176,9 @@ type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// wsIn and wsOut count a hijacked connection's bytes, read from and
+	// written to the client; the copy goroutines update them.
+	wsIn, wsOut atomic.Int64
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -158,10 +205,31 @@ func (r *recorder) Flush() {
 // 101, the status the client saw.
 func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
-	if err == nil && r.status == 0 {
+	if err != nil {
+		return conn, brw, err
+	}
+	if r.status == 0 {
 		r.status = http.StatusSwitchingProtocols
 	}
-	return conn, brw, err
+	return &countingConn{Conn: conn, in: &r.wsIn, out: &r.wsOut}, brw, nil
+}
+
+// countingConn counts the bytes of a hijacked connection both ways.
+type countingConn struct {
+	net.Conn
+	in, out *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.out.Add(int64(n))
+	return n, err
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -36,6 +36,9 @@ type Info struct {
 	// Client is the client's address as resolved through trusted proxies,
 	// when it differs from the connection's peer (see ResolveClient).
 	Client string
+	// Forwarded is set when the request is handed to ComfyUI; an answer
+	// without it is the gateway's own (a refusal, a page of its own).
+	Forwarded bool
 }
 
 type infoKey struct{}

@@ -121,6 +121,20 @@ type Config struct {
 	// (--log-level, COMFYUI_AUTH_LOG_LEVEL). cmd/comfyui-auth builds the
 	// logger from it.
 	LogLevel string
+	// MaxConns bounds the client connections open at once; 0 derives it
+	// from the descriptor limit, at most 4096 (--max-conns,
+	// COMFYUI_AUTH_MAX_CONNS).
+	MaxConns int
+	// MaxConnsPerClient bounds one client address's (an IPv6 /64's)
+	// connections; trusted proxies count toward MaxConns only. 0 means
+	// 256, or MaxConns when lower (--max-conns-per-client,
+	// COMFYUI_AUTH_MAX_CONNS_PER_CLIENT).
+	MaxConnsPerClient int
+
+	// loginReadTimeout overrides loginReadTimeout (tests).
+	loginReadTimeout time.Duration
+	// refusalLogInterval overrides middleware.DefaultRefusalInterval (tests).
+	refusalLogInterval time.Duration
 }
 
 // FieldError is a Config value Validate refuses. Field names the Config
@@ -195,6 +209,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := parsePublicURL(c.PublicURL); err != nil {
 		return bad("PublicURL", "%v", err)
+	}
+	if c.MaxConns < 0 {
+		return bad("MaxConns", "must be 0 (derived from the descriptor limit) or more, got %d", c.MaxConns)
+	}
+	if c.MaxConnsPerClient < 0 {
+		return bad("MaxConnsPerClient", "must be 0 (256, or --max-conns when lower) or more, got %d", c.MaxConnsPerClient)
 	}
 	if c.MaxHeaderBytes < 4096 {
 		return bad("MaxHeaderBytes", "must be at least 4096, got %d", c.MaxHeaderBytes)

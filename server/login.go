@@ -180,10 +180,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginP
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	info := middleware.InfoFrom(r)
 	info.Method = middleware.MethodPublic
-	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	if err := r.ParseForm(); err != nil {
-		info.Reason = "login: unreadable form"
-		http.Error(w, "The login form could not be read; reload the page and try again.", http.StatusBadRequest)
+	if !s.readLoginForm(w, r) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))

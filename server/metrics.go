@@ -179,6 +179,24 @@ func (m *metrics) watchWebsockets(open func() int64) {
 	}, func() float64 { return float64(open()) }))
 }
 
+// watchConns exposes the connection bounds' state.
+func (m *metrics) watchConns(l *connLimiter) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: metricsNamespace, Name: "connections_open",
+			Help: "Client connections open now (at most --max-conns).",
+		}, func() float64 { return float64(l.Open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "connections_refused_total",
+			Help: "Connections refused at the overall or per-client bound.",
+		}, func() float64 { return float64(l.refused.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "connections_idle_closed_total",
+			Help: "Idle keep-alive connections closed to make room at a bound.",
+		}, func() float64 { return float64(l.evicted.Load()) }),
+	)
+}
+
 // credentialLoads reports both results of credential loads from one Status
 // read, so ok and failed come from the same instant.
 type credentialLoads struct{ store *hashstore.Store }

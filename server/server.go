@@ -53,6 +53,9 @@ type Server struct {
 	wsCancel context.CancelFunc
 	wsOpen   sync.WaitGroup
 	wsCount  atomic.Int64
+
+	// conns bounds client connections, overall and per client.
+	conns *connLimiter
 }
 
 // New validates cfg, loads the credentials and builds the handler. It does
@@ -136,6 +139,9 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		})
 	}
 	s.metrics.watchWebsockets(s.OpenWebsockets)
+	s.conns = newConnLimiter(deriveConnLimits(cfg.MaxConns, cfg.MaxConnsPerClient), s.trusted, s.certs != nil,
+		logger.With().Str("component", "conns").Logger())
+	s.metrics.watchConns(s.conns)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -145,7 +151,12 @@ var sessionCookieNames = []string{middleware.SessionCookie}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
+	r.Use(middleware.AccessLogWith(middleware.AccessLogOptions{
+		Logger:          s.logger,
+		Observers:       []func(middleware.Completed){s.metrics.observe},
+		RefusalInterval: s.cfg.refusalLogInterval,
+	}))
+	r.Use(middleware.CloseUnreadBody)
 	r.Use(middleware.ResolveClient(s.trusted))
 	r.Get("/healthz", handleHealthz)
 	r.Head("/healthz", handleHealthz)
@@ -195,7 +206,7 @@ func (s *Server) routes() http.Handler {
 			r.Use(markDisabled)
 		}
 		r.Use(s.trackWebsockets)
-		r.Handle("/*", proxy)
+		r.Handle("/*", forwarded(proxy))
 	})
 	return r
 }
@@ -203,6 +214,15 @@ func (s *Server) routes() http.Handler {
 func markDisabled(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		middleware.InfoFrom(r).Method = middleware.MethodDisabled
+		next.ServeHTTP(w, r)
+	})
+}
+
+// forwarded marks a request as handed to ComfyUI, whose answer, unlike
+// the gateway's own, may come while the request body still streams.
+func forwarded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		middleware.InfoFrom(r).Forwarded = true
 		next.ServeHTTP(w, r)
 	})
 }
@@ -321,8 +341,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.verifier != nil {
 		defer s.verifier.Close()
 	}
+	ln = s.conns.listener(ln)
 	srv := &http.Server{
 		Handler:           s.handler,
+		ConnState:         s.conns.connState,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		// No ReadTimeout/WriteTimeout: they would cut slow uploads, long
@@ -356,7 +378,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer metricsSrv.Close()
 	}
 	s.logger.Info().Str("listen", ln.Addr().String()).Str("upstream", s.upstream.String()).
-		Bool("auth", s.store != nil).Bool("tls", s.certs != nil).Msg("gateway listening")
+		Bool("auth", s.store != nil).Bool("tls", s.certs != nil).
+		Int("max_conns", s.conns.limits.max).Int("max_conns_per_client", s.conns.limits.perClient).
+		Uint64("descriptor_limit", s.conns.limits.fileLimit).Msg("gateway listening")
 
 	select {
 	case err := <-errc:

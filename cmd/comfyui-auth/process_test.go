@@ -26,15 +26,23 @@ const processTestHash = "$2b$12$UDceblhZeEySDwVMC0ccN.IaQmMBfKdTY.aAE3poXcq1zsOP
 
 // gatewayProcess is the real binary, built for the test and run as a child.
 type gatewayProcess struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *lockedBuffer
-	done   chan error
+	cmd      *exec.Cmd
+	addr     string
+	hashFile string
+	stderr   *lockedBuffer
+	done     chan error
 }
 
 // startGatewayProcess builds ./cmd/comfyui-auth and serves upstream with the
 // seed hash. The child inherits this process's file-descriptor limit.
 func startGatewayProcess(t *testing.T, upstream string, extra ...string) *gatewayProcess {
+	t.Helper()
+	return startGatewayProcessLimited(t, upstream, 0, extra...)
+}
+
+// startGatewayProcessLimited is startGatewayProcess with the child's
+// descriptor limit, soft and hard, set to fileLimit (0: inherited).
+func startGatewayProcessLimited(t *testing.T, upstream string, fileLimit int, extra ...string) *gatewayProcess {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "comfyui-auth")
@@ -53,7 +61,11 @@ func startGatewayProcess(t *testing.T, upstream string, extra ...string) *gatewa
 	addr := ln.Addr().String()
 	ln.Close()
 	args := append([]string{"serve", "--listen", addr, "--upstream", upstream, "--hash-file", hashFile}, extra...)
-	p := &gatewayProcess{cmd: exec.Command(bin, args...), addr: addr, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd := exec.Command(bin, args...)
+	if fileLimit > 0 {
+		cmd = exec.Command("/bin/sh", append([]string{"-c", "ulimit -n " + strconv.Itoa(fileLimit) + ` && exec "$0" "$@"`, bin}, args...)...)
+	}
+	p := &gatewayProcess{cmd: cmd, addr: addr, hashFile: hashFile, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	p.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -242,7 +254,9 @@ func TestTenThousandIdleKeepAliveConnectionsStayBounded(t *testing.T) {
 		n = int(lim - 256)
 	}
 	_, up := fakecomfy.Start(t, fakecomfy.Options{})
-	p := startGatewayProcess(t, up.URL)
+	// One address holds them all: lift the per-client and overall bounds.
+	bound := strconv.Itoa(n + 64)
+	p := startGatewayProcess(t, up.URL, "--max-conns", bound, "--max-conns-per-client", bound)
 	pid := p.cmd.Process.Pid
 	before := rssKiB(t, pid)
 

@@ -100,8 +100,10 @@ func TestEveryConfigFieldHasASetting(t *testing.T) {
 	}
 	typ := reflect.TypeOf(server.Config{})
 	for i := range typ.NumField() {
-		if name := typ.Field(i).Name; !covered[name] {
-			t.Errorf("server.Config.%s has no row in the settings table (settings.go)", name)
+		// Unexported fields are test overrides set inside package server;
+		// no flag or variable can reach them.
+		if f := typ.Field(i); f.IsExported() && !covered[f.Name] {
+			t.Errorf("server.Config.%s has no row in the settings table (settings.go)", f.Name)
 		}
 	}
 }
