@@ -7,8 +7,12 @@ const api = new ComfyApi(base, "realclients-saintno-" + process.pid, {
   credentials: { type: "bearer_token", token },
 });
 const events = eventsSeen((name, fn) => api.on(name, fn), ["status", "execution_start", "executing", "executed", "execution_success"]);
+const connected = eventsSeen((name, fn) => api.on(name, fn), ["status"]);
 await api.init(3, 500).waitForReady();
-check("init and websocket", api.isReady);
+// waitForReady does not wait for the websocket; ComfyUI greets each new
+// websocket with a status message. A prompt queued before that may run
+// unseen, and the SDK then reports the run from /history.
+check("init, then the websocket's first status", api.isReady && (await connected.all(30_000)).has("status"));
 const stats = await api.getSystemStats();
 check("getSystemStats", !!stats?.system?.comfyui_version, stats?.system?.comfyui_version);
 
