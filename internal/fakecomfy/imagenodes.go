@@ -130,6 +130,7 @@ func (q *promptQueue) executeImages(it *queueItem, nodes map[string]imageNode) {
 		if n.ClassType == "EmptyImage" {
 			continue
 		}
+		q.imageNodeWork()
 		src := nodes[n.Inputs.Images[0].(string)].Inputs
 		pic := solidPNG(src.Width, src.Height, src.Color)
 		batch := max(1, src.BatchSize)
@@ -212,4 +213,23 @@ func sortNodeIDsStable(ids []string, first func(string) bool) {
 	sortNodeIDs(a)
 	sortNodeIDs(b)
 	copy(ids, append(a, b...))
+}
+
+// imageNodeWork stands for the time an output node takes in ComfyUI: about
+// 50-80 ms on CPU to encode and save a small PNG, between its "executing"
+// and its "executed". Clients rely on that gap: @saintno/comfyui-sdk, on the
+// first "executing", reads /history and only then listens for "executed";
+// a fake answering within the same millisecond made it miss the run, which
+// real ComfyUI never did. StepDelay, when set, replaces it.
+func (q *promptQueue) imageNodeWork() {
+	d := 50 * time.Millisecond
+	if q.s.opts.StepDelay > 0 {
+		d = q.s.opts.StepDelay
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-q.done:
+	}
 }

@@ -1,6 +1,7 @@
 // Shared by the SDK scripts: a model-free workflow, a PNG to upload, checks.
 import { deflateSync } from "node:zlib";
 import { randomBytes } from "node:crypto";
+import { writeSync } from "node:fs";
 
 export const [base, token] = process.argv.slice(2);
 if (!base || !token) {
@@ -8,9 +9,17 @@ if (!base || !token) {
   process.exit(2);
 }
 
+// trace: what an SDK logged about its connection, printed on failure.
+export const trace = [];
+
+// check prints synchronously: console.log to a pipe is asynchronous in Node,
+// and process.exit would drop what is still queued.
 export function check(name, ok, detail = "") {
-  console.log(`${ok ? "ok" : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
-  if (!ok) process.exit(1);
+  writeSync(1, `${ok ? "ok" : "FAIL"} ${name}${detail ? ": " + detail : ""}\n`);
+  if (!ok) {
+    for (const line of trace.slice(-20)) writeSync(1, `  trace: ${line}\n`);
+    process.exit(1);
+  }
 }
 
 // An SDK error fails the run with its message (minified stack traces are

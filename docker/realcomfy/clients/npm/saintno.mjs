@@ -1,12 +1,19 @@
 // @saintno/comfyui-sdk as its README shows, with a Bearer token: the SDK puts
 // it on every HTTP request and on its Node websocket's upgrade.
 import { ComfyApi, PromptBuilder, CallWrapper } from "@saintno/comfyui-sdk";
-import { base, token, check, eventsSeen, workflow, pngSize, makePNG } from "./common.mjs";
+import { base, token, check, trace, eventsSeen, workflow, pngSize, makePNG } from "./common.mjs";
 
 const api = new ComfyApi(base, "realclients-saintno-" + process.pid, {
   credentials: { type: "bearer_token", token },
 });
 const events = eventsSeen((name, fn) => api.on(name, fn), ["status", "execution_start", "executing", "executed", "execution_success"]);
+api.on("log", (e) => {
+  const d = e.detail;
+  if (d.fnName === "socket" || /reconnect|disconnect/i.test(d.message)) trace.push(`${Date.now() % 100000} ${d.fnName}: ${d.message}`);
+});
+for (const ev of ["disconnected", "reconnected", "executing", "execution_success"]) {
+  api.on(ev, (e) => trace.push(`${Date.now() % 100000} event ${ev} ${JSON.stringify(e.detail ?? null).slice(0, 80)}`));
+}
 const connected = eventsSeen((name, fn) => api.on(name, fn), ["status"]);
 await api.init(3, 500).waitForReady();
 // waitForReady does not wait for the websocket; ComfyUI greets each new
