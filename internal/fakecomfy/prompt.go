@@ -42,6 +42,7 @@ type promptQueue struct {
 	running   *queueItem
 	history   []historyEntry // insertion order, as Python's dict keeps it
 	imageSeq  int
+	counters  map[string]int // SaveImage's file counter per folder and prefix
 	wake      chan struct{}
 	interrupt chan struct{}
 	done      chan struct{}
@@ -130,8 +131,13 @@ func (q *promptQueue) worker() {
 	}
 }
 
-// execute sends the frames a one-node workflow produces, then records history.
+// execute sends the frames a one-node workflow produces, then records
+// history; a model-free image workflow runs as ComfyUI runs it.
 func (q *promptQueue) execute(it *queueItem) {
+	if nodes, _, ok := imageWorkflow(it.prompt); ok {
+		q.executeImages(it, nodes)
+		return
+	}
 	s, sid := q.s, it.clientID
 	node := it.outputs[0]
 	now := func() int64 { return time.Now().UnixMilli() }
@@ -325,7 +331,11 @@ func (s *Server) handlePostPrompt(w http.ResponseWriter, r *http.Request, _ para
 		extra["client_id"] = v
 		clientID, _ = v.(string)
 	}
-	q.put(&queueItem{number: number, id: id, prompt: prompt, extra: extra, outputs: ids[:1], clientID: clientID})
+	outputs := ids[:1]
+	if _, outs, ok := imageWorkflow(prompt); ok {
+		outputs = outs // ComfyUI's outputs_to_execute: the output nodes
+	}
+	q.put(&queueItem{number: number, id: id, prompt: prompt, extra: extra, outputs: outputs, clientID: clientID})
 	writeJSON(w, http.StatusOK, map[string]any{"prompt_id": id, "number": number, "node_errors": map[string]any{}})
 }
 
