@@ -128,3 +128,23 @@ func credentialStatus(st hashstore.Status) string {
 		return "ok"
 	}
 }
+
+// healthOnly answers the health paths' other methods itself: 405 with Allow
+// and a JSON reason. They are unauthenticated, so a POST or PUT here must
+// never reach ComfyUI (with its body) the way any other path's would.
+func healthOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			next.ServeHTTP(w, r)
+			return
+		}
+		info := middleware.InfoFrom(r)
+		info.Method = middleware.MethodPublic
+		info.Reason = r.Method + " on a health endpoint"
+		w.Header().Set("Allow", "GET, HEAD")
+		middleware.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{
+			"error":  "Method not allowed.",
+			"reason": r.URL.Path + " answers GET and HEAD only",
+		})
+	})
+}

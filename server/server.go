@@ -144,10 +144,11 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.AccessLog(s.logger, s.metrics.observe))
 	r.Use(middleware.ResolveClient(s.trusted))
-	r.Get("/healthz", handleHealthz)
-	r.Head("/healthz", handleHealthz)
-	r.Get("/readyz", s.handleReadyz)
-	r.Head("/readyz", s.handleReadyz)
+	// Every method, so that no method of these unauthenticated paths falls
+	// through to Auth and the proxy: GET and HEAD are answered, the rest
+	// get 405 from the gateway (see healthOnly).
+	r.Handle("/healthz", healthOnly(http.HandlerFunc(handleHealthz)))
+	r.Handle("/readyz", healthOnly(http.HandlerFunc(s.handleReadyz)))
 
 	po := proxyOptions{
 		upstream:      s.upstream,
