@@ -153,7 +153,9 @@ func orRoot(next string) string {
 // greeting and the no-credential explanation.
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginPage, status int) {
 	if snap := s.store.Snapshot(); snap != nil {
-		page.Username = snap.Creds.Username
+		// The vetted name only: a username line that is really the
+		// password must never reach this public page.
+		page.Username = s.store.DisplayName()
 	} else {
 		page.NoCredential = true
 		page.HashFile = s.cfg.HashFile

@@ -40,6 +40,11 @@ type Server struct {
 	throttle LoginThrottle        // nil until SetLoginThrottle
 	public   *url.URL             // --public-url, nil: from Host
 	metrics  *metrics
+	// readyzAuth checks a token presented to /readyz (nil with auth off);
+	// readyLast is the last readiness logged.
+	readyzAuth http.Handler
+	readyMu    sync.Mutex
+	readyLast  string
 	// metricsLn is the separate metrics listener opened by Listen, nil
 	// when cfg.MetricsListen is empty.
 	metricsLn net.Listener
@@ -170,21 +175,12 @@ func (s *Server) routes() http.Handler {
 		po.extensionScript = logoutScriptPath
 	}
 	proxy := newProxy(po)
+	if s.store != nil {
+		s.readyzAuth = middleware.Auth(s.authOptions())(http.HandlerFunc(s.readyzDetails))
+	}
 	r.Group(func(r chi.Router) {
 		if s.store != nil {
-			var throttle middleware.Throttler
-			if s.limiter != nil {
-				throttle = s.limiter
-			}
-			r.Use(middleware.Auth(middleware.AuthOptions{
-				Throttle:        throttle,
-				Hashes:          s.store,
-				Verifier:        s.verifier,
-				AcceptHashToken: s.cfg.AcceptHashToken,
-				Sessions:        s.sessions,
-				LoginPath:       loginPath,
-				Logger:          s.logger,
-			}))
+			r.Use(middleware.Auth(s.authOptions()))
 			// Order matters: CSRF and the guest policy read how Auth let
 			// the request in, and apply to sessions only.
 			r.Use(middleware.CSRF(s.public))
@@ -196,6 +192,24 @@ func (s *Server) routes() http.Handler {
 		r.Handle("/*", proxy)
 	})
 	return r
+}
+
+// authOptions is how Auth is set up for every protected request (and for a
+// token presented to /readyz).
+func (s *Server) authOptions() middleware.AuthOptions {
+	var throttle middleware.Throttler
+	if s.limiter != nil {
+		throttle = s.limiter
+	}
+	return middleware.AuthOptions{
+		Throttle:        throttle,
+		Hashes:          s.store,
+		Verifier:        s.verifier,
+		AcceptHashToken: s.cfg.AcceptHashToken,
+		Sessions:        s.sessions,
+		LoginPath:       loginPath,
+		Logger:          s.logger,
+	}
 }
 
 func markDisabled(next http.Handler) http.Handler {
