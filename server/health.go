@@ -201,15 +201,9 @@ func (s *Server) noteReadiness(rd readiness) {
 	if rd.status != readyOK {
 		ev = s.logger.Warn()
 	}
-	ev.Str("readiness", rd.status).Str("credentials", rd.credentials).Str("upstream", rd.upstream).
-		Msg("readiness: " + rd.status + orEmpty(": ", rd.reason))
-}
-
-func orEmpty(sep, s string) string {
-	if s == "" {
-		return ""
-	}
-	return sep + s
+	// The credential file's problems have their own log line from the
+	// store, once each; only ComfyUI's state is new here.
+	ev.Str("readiness", rd.status).Str("upstream", rd.upstream).Msg("readiness is now " + rd.status)
 }
 
 // presentsToken reports whether r carries a token (header or `token`
