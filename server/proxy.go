@@ -103,12 +103,28 @@ func newProxy(o proxyOptions) *httputil.ReverseProxy {
 					logDoubleAuth(o.logger, 302)
 				}
 			}
+			if p := resp.Request.URL.Path; p == "/view" || p == "/api/view" {
+				hardenView(resp.Header)
+			}
 			if o.extensionScript != "" {
 				return addExtensionScript(resp, o.extensionScript)
 			}
 			return nil
 		},
 	}
+}
+
+// hardenView makes /view answers inert as documents. /view serves input,
+// output and temp files, which guests (uploads) and workflows (custom save
+// nodes) fill, from the gateway's origin, where every user's session cookie
+// works. ComfyUI forces HTML and JavaScript to download but serves SVG as
+// image/svg+xml, which runs script when opened. A sandbox CSP gives such a
+// document a unique origin with no script, and nosniff stops a browser
+// from reading an image as HTML. <img>, <video> and fetch() of /view, which
+// the frontend uses, ignore both.
+func hardenView(h http.Header) {
+	h.Set("Content-Security-Policy", "sandbox")
+	h.Set("X-Content-Type-Options", "nosniff")
 }
 
 // stripQueryParam removes every `name=` pair from a raw query, leaving the

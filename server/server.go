@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log"
@@ -184,7 +185,19 @@ func (s *Server) routes() http.Handler {
 			// Order matters: CSRF and the guest policy read how Auth let
 			// the request in, and apply to sessions only.
 			r.Use(middleware.CSRF(s.public))
-			r.Use(middleware.GuestPolicy)
+			guestKey := make([]byte, 32)
+			if _, err := rand.Read(guestKey); err != nil {
+				panic("crypto/rand failed: " + err.Error())
+			}
+			r.Use(middleware.GuestPolicy(middleware.GuestOptions{
+				SessionID: func(r *http.Request) ([16]byte, bool) {
+					sess, ok := s.sessions.Current(r)
+					return sess.ID, ok && sess.Guest
+				},
+				// Per process: a restart gives guests new client ids,
+				// which the frontend takes from ComfyUI's status frame.
+				Key: guestKey,
+			}))
 		} else {
 			r.Use(markDisabled)
 		}
