@@ -121,7 +121,7 @@ var guestReads = map[string]bool{
 	"/system_stats": false, "/features": false, "/prompt": false, "/object_info": false,
 	"/settings": false, "/users": false, "/i18n": false, "/workflow_templates": false,
 	"/experiment/models": false,
-	"/models/": true, "/object_info/": true, "/history/": true, "/settings/": true,
+	"/models/":           true, "/object_info/": true, "/history/": true, "/settings/": true,
 	"/view_metadata/": true, "/experiment/models/": true,
 }
 
