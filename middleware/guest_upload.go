@@ -244,8 +244,20 @@ func copyImagePart(mw *multipart.Writer, part io.Reader, filename string) error 
 	if _, err := pw.Write(head); err != nil {
 		return err
 	}
-	_, err = io.Copy(pw, part)
+	_, err = io.Copy(pw, clientReader{part})
 	return err
+}
+
+// clientReader marks errors reading the client's form (a body cut short)
+// as the client's: 400, where errors writing onward are the proxy's.
+type clientReader struct{ r io.Reader }
+
+func (c clientReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &guestErr{http.StatusBadRequest, "the upload could not be read: " + err.Error()}
+	}
+	return n, err
 }
 
 // checkImageName allows a plain file name with an image extension: no
