@@ -321,3 +321,21 @@ func TestGuestCannotLearnOrTakeOverAnotherClient(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginPageStatesWhatGuestsMayDo: the guest button's text is the
+// promise the gateway enforces, word for word with GuestPolicy's reasons.
+func TestLoginPageStatesWhatGuestsMayDo(t *testing.T) {
+	g, _ := guestGateway(t, fakecomfy.Options{})
+	page := readBody(t, g.do(t, "GET", "/login", nil))
+	for _, want := range []string{
+		"Guests may look (workflows, queue, history, outputs), queue prompts and upload new input images (PNG, JPEG, WebP, GIF).",
+		"Nothing else: no saving settings or workflows, no replacing or deleting files, no cancelling prompts, no logs.",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the login page does not say %q", want)
+		}
+	}
+	if strings.Contains(page, "cannot change settings or files") {
+		t.Error("the login page still makes the old, broader promise")
+	}
+}
