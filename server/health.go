@@ -126,10 +126,6 @@ func (s *Server) readyzDetails(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) writeReadyz(w http.ResponseWriter, r *http.Request, detailed bool) {
-	info := middleware.InfoFrom(r)
-	if info.Method == middleware.MethodNone {
-		info.Method = middleware.MethodPublic
-	}
 	rd := s.readiness(r)
 	s.noteReadiness(rd)
 	status := http.StatusOK
@@ -255,9 +251,7 @@ func healthOnly(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		info := middleware.InfoFrom(r)
-		info.Method = middleware.MethodPublic
-		info.Reason = r.Method + " on a health endpoint"
+		middleware.InfoFrom(r).Reason = r.Method + " on a health endpoint"
 		w.Header().Set("Allow", "GET, HEAD")
 		middleware.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{
 			"error":  "Method not allowed.",
