@@ -187,3 +187,16 @@ func TestPasswordOnTheUsernameLineIsNeverShown(t *testing.T) {
 		return strings.Contains(readBody(t, g.do(t, "GET", "/login", nil)), "Welcome back, <strong>bob</strong>")
 	})
 }
+
+// TestPasswordAsUsernameFromTheEnvironmentIsNeverShown: the same holds for
+// COMFYUI_USERNAME set to the COMFYUI_PASSWORD hashed in memory.
+func TestPasswordAsUsernameFromTheEnvironmentIsNeverShown(t *testing.T) {
+	const password = "env-password-also-username"
+	rememberSecret(password)
+	g := startGateway(t, gatewayOpts{hashContent: ptr(""), configure: func(c *Config) {
+		c.Password, c.Username = password, password
+	}})
+	if page := readBody(t, g.do(t, "GET", "/login", nil)); strings.Contains(page, password) {
+		t.Fatal("the login page shows COMFYUI_PASSWORD given as COMFYUI_USERNAME")
+	}
+}
