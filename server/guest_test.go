@@ -164,6 +164,14 @@ func TestViewAnswersCannotRunScript(t *testing.T) {
 			t.Errorf("%s: no X-Content-Type-Options: nosniff", p)
 		}
 	}
+	// An SVG from another route (a user file) is sandboxed as well.
+	if resp := g.do(t, "POST", "/api/userdata/drawing.svg", []byte(svgWithScript), bearer, "Origin: "+g.URL); resp.StatusCode != 200 {
+		t.Fatalf("userdata upload: %d", resp.StatusCode)
+	}
+	resp := g.do(t, "GET", "/api/userdata/drawing.svg", nil, bearer)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Security-Policy") != "sandbox" {
+		t.Errorf("GET /api/userdata/drawing.svg: %d, %s, CSP %q; want sandbox", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
+	}
 }
 
 // TestGuestCannotReadLogsUserdataOrCustomRoutes: logs, saved workflows and
