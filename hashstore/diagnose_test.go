@@ -88,7 +88,7 @@ func TestDiagnoseFileReportsUnreadableAndMalformedFiles(t *testing.T) {
 		{"good file", good, DiagRawMatch, "matches hash 1 of " + good},
 		{"missing file", filepath.Join(dir, "nope.token"), DiagFileProblem, "does not exist"},
 		{"directory", dir, DiagFileProblem, "is a directory: point the path at the hash file inside it"},
-		{"raw token in the hash file", rawInFile, DiagFileProblem, "raw token, not a bcrypt hash"},
+		{"raw token in the hash file", rawInFile, DiagFileProblem, "raw token or password, not a bcrypt hash"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

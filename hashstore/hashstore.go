@@ -22,8 +22,11 @@ const MaxTokenBytes = 72
 type Credentials struct {
 	// Hashes are the bcrypt hashes in file order; any of them is valid.
 	Hashes []string
-	// Username is the optional display name (ComfyUI-Login's line 2).
+	// Username is the optional display name (ComfyUI-Login's line 2). It
+	// is not vetted: show Store.DisplayName, never this, to a visitor.
 	Username string
+	// UsernameLine is the username's 1-based physical line, 0 when none.
+	UsernameLine int
 	// Warnings are non-fatal findings a person should read (low cost, ...).
 	Warnings []string
 }

@@ -111,22 +111,25 @@ func Parse(data []byte) (Credentials, error) {
 		return Credentials{}, &ParseError{Reason: ReasonEmpty,
 			Message: "credential file is empty: write a bcrypt hash into it (" + generateHint + ", or create token and hash with `comfyui-auth token generate`)"}
 	case len(creds.Hashes) == 0 && len(others) == 1:
+		// No fingerprint and no length here: the line may be a password,
+		// and SHA-256's first 32 bits plus the length are enough to confirm
+		// a guessed password offline. The sentence names the line only.
 		n, line := others[0], otherText[0]
 		if len(line) <= rawTokenMaxLen {
 			return Credentials{}, guard(&ParseError{Line: n, Reason: ReasonRawToken, Message: fmt.Sprintf(
-				"line %d (%d characters, fingerprint %s): this looks like a raw token, not a bcrypt hash: the server needs the hash; %s",
-				n, len(line), Fingerprint(line), generateHint)}, lines)
+				"line %d looks like a raw token or password, not a bcrypt hash: the server needs the hash; %s",
+				n, generateHint)}, lines)
 		}
 		return Credentials{}, guard(&ParseError{Line: n, Reason: ReasonNotHash, Message: fmt.Sprintf(
-			"line %d (%d characters, fingerprint %s) is not a bcrypt hash: the file must hold a 60-character `$2b$...` hash; %s",
-			n, len(line), Fingerprint(line), generateHint)}, lines)
+			"line %d (over %d characters) is not a bcrypt hash: the file must hold a 60-character `$2b$...` hash; %s",
+			n, rawTokenMaxLen, generateHint)}, lines)
 	case len(others) > 1:
 		return Credentials{}, guard(&ParseError{Line: others[1], Reason: ReasonExtraLines, Message: fmt.Sprintf(
 			"lines %d and %d are both not bcrypt hashes: the file holds hash lines and at most one username line; remove the extra line or %s",
 			others[0], others[1], generateHint)}, lines)
 	}
 	if len(others) == 1 {
-		creds.Username = otherText[0]
+		creds.Username, creds.UsernameLine = otherText[0], others[0]
 	}
 	return creds, nil
 }

@@ -2,6 +2,7 @@ package hashstore
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -77,7 +78,7 @@ func TestParseRefusesWithOneActionableSentence(t *testing.T) {
 		{"cost too low", "$2b$03$" + body, ReasonCost, 1, "cost 3, outside 4..31"},
 		{"cost too high", "$2b$32$" + body, ReasonCost, 1, "cost 32, outside 4..31"},
 		{"quoted", `$2b$12$` + body[:52] + `"`, ReasonAlphabet, 1, "outside bcrypt's alphabet"},
-		{"raw token", vectorToken + "\n", ReasonRawToken, 1, "this looks like a raw token, not a bcrypt hash: the server needs the hash; generate it with `comfyui-auth hash`"},
+		{"raw token", vectorToken + "\n", ReasonRawToken, 1, "line 1 looks like a raw token or password, not a bcrypt hash: the server needs the hash; generate it with `comfyui-auth hash`"},
 		{"raw password", "hunter2", ReasonRawToken, 1, "raw token"},
 		{"raw token after a comment", "# token\n" + vectorToken, ReasonRawToken, 2, "line 2"},
 		{"long non-hash line", strings.Repeat("x", 300), ReasonNotHash, 1, "is not a bcrypt hash"},
@@ -112,9 +113,20 @@ func TestParseRefusesWithOneActionableSentence(t *testing.T) {
 	}
 }
 
-func TestParseMessageNamesTheFingerprintNotTheSecret(t *testing.T) {
-	_, err := Parse([]byte(vectorToken))
-	if err == nil || !strings.Contains(err.Error(), Fingerprint(vectorToken)) {
-		t.Fatalf("want the fingerprint %s in %v", Fingerprint(vectorToken), err)
+// TestRawTokenLineMessageGivesNoFingerprintOrLength: a line that looks like
+// a raw token may be a password; SHA-256's first 32 bits and the length would
+// let anyone reading the message (the log, the start-up error) confirm a
+// guessed password offline, so the message names the line number only.
+func TestRawTokenLineMessageGivesNoFingerprintOrLength(t *testing.T) {
+	for _, secret := range []string{vectorToken, "hunter2", "correct horse battery staple"} {
+		_, err := Parse([]byte("# the hash belongs here\n" + secret + "\n"))
+		var pe *ParseError
+		if !errors.As(err, &pe) || pe.Reason != ReasonRawToken || pe.Line != 2 {
+			t.Fatalf("%d-character line: %v, want a raw-token ParseError on line 2", len(secret), err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, Fingerprint(secret)) || strings.Contains(msg, fmt.Sprint(len(secret))) {
+			t.Errorf("the message gives the fingerprint or length of a %d-character secret: %q", len(secret), msg)
+		}
 	}
 }

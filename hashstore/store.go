@@ -66,6 +66,10 @@ type Store struct {
 	path string // absolute Path, "" when running on Fallback only
 
 	cur atomic.Pointer[loaded]
+	// display is the vetted username of one loaded state (see DisplayName);
+	// displayMu orders its stores against installs.
+	display   atomic.Pointer[displayName]
+	displayMu sync.Mutex
 	// failures counts loads that were refused (each distinct bad content
 	// once), for the reload metrics.
 	failures atomic.Uint64
@@ -322,6 +326,16 @@ func (s *Store) install(creds Credentials, key, source string) {
 	}
 	for _, w := range creds.Warnings {
 		s.log.Warn().Str("source", source).Msg(w)
+	}
+	if creds.Username != "" {
+		// bcrypt per hash: done once per content change, off the reload
+		// path except for the first load, so that reloads stay fast and
+		// the start-up page already greets by name.
+		if prev == nil {
+			s.vetUsername(l)
+		} else {
+			go s.vetUsername(l)
+		}
 	}
 
 	// Wake waiters last, so that whoever reacts to Changed finds the new

@@ -6,40 +6,65 @@ import (
 	"testing"
 )
 
-func TestGuestPolicyAllowsReadsPromptsAndUploadsOnly(t *testing.T) {
-	reached := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) })
+func TestGuestRulesFollowThePromise(t *testing.T) {
 	tests := []struct {
-		method     Method
 		verb, path string
-		want       int // 299: reached ComfyUI; 200: answered {} here
+		want       guestRule
 	}{
-		{MethodGuest, "GET", "/settings", 299},
-		{MethodGuest, "HEAD", "/view?filename=x", 299},
-		{MethodGuest, "POST", "/prompt", 299},
-		{MethodGuest, "POST", "/api/prompt", 299},
-		{MethodGuest, "POST", "/upload/image", 299},
-		{MethodGuest, "POST", "/api/upload/image", 299},
-		{MethodGuest, "POST", "/settings", 200},
-		{MethodGuest, "POST", "/api/settings/Comfy.X", 200},
-		{MethodGuest, "POST", "/upload/mask", 200},
-		{MethodGuest, "POST", "/api/interrupt", 200},
-		{MethodGuest, "DELETE", "/userdata/a.json", 200},
-		{MethodGuest, "PUT", "/api/prompt", 200},
-		{MethodGuest, "POST", "/api/prompt/", 200},
-		{MethodSession, "POST", "/settings", 299},
-		{MethodHashToken, "DELETE", "/userdata/a.json", 299},
+		{"GET", "/", guestRead},
+		{"GET", "/settings", guestRead},
+		{"GET", "/api/settings/Comfy.X", guestRead},
+		{"HEAD", "/view", guestRead},
+		{"GET", "/api/object_info/KSampler", guestRead},
+		{"GET", "/assets/index-abc.js", guestRead},
+		{"GET", "/extensions/core/x.js", guestRead},
+		{"GET", "/ws", guestWebsocket},
+		{"GET", "/api/ws", guestWebsocket},
+		{"GET", "/queue", guestRedacted},
+		{"GET", "/api/history", guestRedacted},
+		{"GET", "/history/abc", guestRedacted},
+		{"POST", "/prompt", guestPrompt},
+		{"POST", "/api/prompt", guestPrompt},
+		{"POST", "/upload/image", guestUpload},
+		{"POST", "/api/upload/image", guestUpload},
+		{"POST", "/settings", guestSettingsWrite},
+		{"POST", "/api/settings/Comfy.X", guestSettingsWrite},
+		{"GET", "/internal/logs", guestRefused},
+		{"GET", "/userdata", guestRefused},
+		{"GET", "/api/userdata/workflows%2Fa.json", guestRefused},
+		{"GET", "/api/v2/userdata", guestRefused},
+		{"GET", "/manager/reboot", guestRefused},
+		{"GET", "/api/manager/reboot", guestRefused},
+		{"GET", "/api/x.js", guestRefused},
+		{"POST", "/upload/mask", guestRefused},
+		{"POST", "/api/interrupt", guestRefused},
+		{"POST", "/queue", guestRefused},
+		{"POST", "/history", guestRefused},
+		{"POST", "/free", guestRefused},
+		{"POST", "/users", guestRefused},
+		{"POST", "/api/prompt/", guestRefused},
+		{"POST", "/settings/a/b", guestRefused},
+		{"DELETE", "/userdata/a.json", guestRefused},
+		{"PUT", "/api/prompt", guestRefused},
+		{"PATCH", "/internal/logs/subscribe", guestRefused},
+		{"GET", "/history/../userdata", guestRefused},
 	}
 	for _, tc := range tests {
-		t.Run(string(tc.method)+" "+tc.verb+" "+tc.path, func(t *testing.T) {
-			rec := httptest.NewRecorder()
-			asMethod(tc.method, GuestPolicy(reached)).ServeHTTP(rec, httptest.NewRequest(tc.verb, tc.path, nil))
-			if rec.Code != tc.want {
-				t.Fatalf("status %d, want %d", rec.Code, tc.want)
-			}
-			if tc.want == 200 && rec.Body.String() != "{}" {
-				t.Errorf("body %q, want {}", rec.Body)
-			}
-		})
+		if got, reason := guestRuleFor(tc.verb, tc.path); got != tc.want || (got == guestRefused) != (reason != "") {
+			t.Errorf("%s %s: rule %d (%q), want %d", tc.verb, tc.path, got, reason, tc.want)
+		}
+	}
+}
+
+func TestGuestPolicyLeavesOtherMethodsAlone(t *testing.T) {
+	reached := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(299) })
+	policy := GuestPolicy(GuestOptions{SessionID: func(*http.Request) ([16]byte, bool) { return [16]byte{}, true }})(reached)
+	for _, m := range []Method{MethodSession, MethodHashToken, MethodRawToken} {
+		rec := httptest.NewRecorder()
+		asMethod(m, policy).ServeHTTP(rec, httptest.NewRequest("DELETE", "/userdata/a.json", nil))
+		if rec.Code != 299 {
+			t.Errorf("%s: %d, want the request passed on", m, rec.Code)
+		}
 	}
 }
 

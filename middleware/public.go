@@ -2,42 +2,26 @@ package middleware
 
 import (
 	"net/http"
-	"strings"
 )
 
-// IsPublic reports whether a request may pass without credentials.
+// IsPublic reports whether a request may pass Auth without credentials: only
+// the exact raw paths in extra (the gateway's login and logout pages), for any
+// method, because those handlers are the gateway's own and never proxy.
 //
-// ComfyUI-Login exempts any method on any path ending in .js/.css/.css.map/
-// .ico, which lets `POST /userdata/x.js` through unauthenticated. Here only
-// GET and HEAD are exempt, and never under /api/, /userdata or /internal,
-// where file names are user data rather than static assets. Paths are
-// matched on the raw (escaped) form so `%2e%2e` or `%2F` tricks cannot make a
-// protected path look like an asset; ComfyUI resolves the same raw path.
+// Nothing of ComfyUI is exempt. ComfyUI-Login exempts every path ending in
+// .js/.css/.css.map/.ico, for any method, because its login page was served by
+// ComfyUI and needed ComfyUI's assets. The gateway's login page uses only its
+// own /comfyui-auth/* files (routed before Auth), so no ComfyUI asset is
+// needed before login, and a suffix rule would open ComfyUI's dynamic routes
+// whose last segment is client-chosen: GET /settings/x.js (a setting's value),
+// /object_info/x.css, /history/x.ico, /view_metadata/x.js. A browser that is
+// logged in sends its cookie with every asset request, so nothing else needs
+// an exemption either.
+//
+// /healthz and /readyz are not here: the router answers them itself for every
+// method (GET and HEAD, 405 for the rest), so they never reach Auth or the
+// proxy. Paths are matched on the raw (escaped) form, the form ComfyUI routes
+// on, so `%2e%2e` or `%2F` cannot make another path look like a listed one.
 func IsPublic(r *http.Request, extra map[string]bool) bool {
-	path := r.URL.EscapedPath()
-	switch path {
-	case "/healthz", "/readyz":
-		return true
-	}
-	if extra[path] {
-		return true
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false
-	}
-	if strings.Contains(path, "..") || strings.Contains(path, "//") || strings.Contains(path, "%") {
-		return false
-	}
-	lower := strings.ToLower(path)
-	for _, prefix := range []string{"/api/", "/userdata", "/internal"} {
-		if strings.HasPrefix(lower, prefix) {
-			return false
-		}
-	}
-	for _, ext := range []string{".js", ".css", ".css.map", ".ico"} {
-		if strings.HasSuffix(path, ext) {
-			return true
-		}
-	}
-	return false
+	return extra[r.URL.EscapedPath()]
 }

@@ -34,7 +34,7 @@ func TestEveryCredentialKindThroughTheGateway(t *testing.T) {
 		{"73-byte token", "/system_stats", []string{"Authorization: Bearer " + long}, 401, "72 bytes"},
 		{"truncated hash", "/system_stats", []string{"Authorization: Bearer " + seedHash[:59]}, 401, "matches no"},
 		{"health is public", "/healthz", nil, 200, ""},
-		{"static asset by GET is public", "/scripts/app.js", nil, 200, ""},
+		{"a ComfyUI static file needs credentials too", "/scripts/app.js", nil, 401, "no credentials"},
 		{"asset name under /api is not public", "/api/userdata/x.js", nil, 401, ""},
 		{"asset name under /userdata is not public", "/userdata/x.js", nil, 401, ""},
 	}

@@ -212,6 +212,9 @@ func TestBrowserGuestCanQueueButNotChangeSettings(t *testing.T) {
 	if res["prompt"] != float64(200) || res["guest"] != true || res["postStatus"] != float64(200) || res["postBody"] != "{}" || res["unchanged"] != true {
 		t.Fatalf("guest results: %v; want prompt 200, guestMode true, POST /settings answered 200 {} and settings unchanged", res)
 	}
+	// The gateway gives the guest's websocket and prompt the same
+	// session-bound client id, so the guest sees its own prompt run.
+	waitFor(t, ctx, "the guest's own prompt reported on its websocket", `document.body.dataset.execution === "done"`)
 	for _, rec := range g.Fake.Requests() {
 		if rec.Method == "POST" && strings.Contains(rec.Path, "settings") {
 			t.Fatalf("a guest's POST %s reached ComfyUI", rec.Path)

@@ -149,12 +149,17 @@ func orRoot(next string) string {
 // greeting and the no-credential explanation.
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginPage, status int) {
 	if snap := s.store.Snapshot(); snap != nil {
-		page.Username = snap.Creds.Username
+		// The vetted name only: a username line that is really the
+		// password must never reach this public page. COMFYUI_USERNAME
+		// stands in only when the credentials carry no name at all (with
+		// COMFYUI_PASSWORD it is their name, and vetted as such).
+		page.Username = s.store.DisplayName()
+		if snap.Creds.Username == "" {
+			page.Username = s.cfg.Username
+		}
 	} else {
 		page.NoCredential = true
 		page.HashFile = s.cfg.HashFile
-	}
-	if page.Username == "" {
 		page.Username = s.cfg.Username
 	}
 	h := w.Header()

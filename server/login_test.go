@@ -225,10 +225,18 @@ func TestGuestSessionIsLimitedToReadsPromptsAndUploads(t *testing.T) {
 		}
 	}
 	g.Fake.Reset()
-	for _, p := range []string{"/settings", "/api/settings", "/api/interrupt", "/api/userdata/x.json"} {
+	// Settings writes are answered {} (the frontend makes them by itself);
+	// every other write is refused with a reason.
+	for _, p := range []string{"/settings", "/api/settings"} {
 		resp := g.do(t, "POST", p, []byte(`{}`), cookie, origin)
 		if body := readBody(t, resp); resp.StatusCode != 200 || body != "{}" {
 			t.Errorf("guest POST %s: %d %q, want 200 {}", p, resp.StatusCode, body)
+		}
+	}
+	for _, p := range []string{"/api/interrupt", "/api/userdata/x.json"} {
+		resp := g.do(t, "POST", p, []byte(`{}`), cookie, origin)
+		if body := readBody(t, resp); resp.StatusCode != 403 || !strings.Contains(body, "guests may look, queue prompts and upload new input images") {
+			t.Errorf("guest POST %s: %d %q, want 403 with the reason", p, resp.StatusCode, body)
 		}
 	}
 	if n := len(g.Fake.Requests()); n != 0 {

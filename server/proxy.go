@@ -103,12 +103,43 @@ func newProxy(o proxyOptions) *httputil.ReverseProxy {
 					logDoubleAuth(o.logger, 302)
 				}
 			}
+			if p := resp.Request.URL.Path; p == "/view" || p == "/api/view" || scriptableImage(resp.Header.Get("Content-Type")) {
+				hardenView(resp.Header)
+			}
 			if o.extensionScript != "" {
 				return addExtensionScript(resp, o.extensionScript)
 			}
 			return nil
 		},
 	}
+}
+
+// hardenView makes /view answers inert as documents. /view serves input,
+// output and temp files, which guests (uploads) and workflows (custom save
+// nodes) fill, from the gateway's origin, where every user's session cookie
+// works. ComfyUI forces HTML and JavaScript to download but serves SVG as
+// image/svg+xml, which runs script when opened. A sandbox CSP gives such a
+// document a unique origin with no script, and nosniff stops a browser
+// from reading an image as HTML. <img>, <video> and fetch() of /view, which
+// the frontend uses, ignore both.
+//
+// The same goes for an SVG or XML answer from any other route (/userdata
+// files, custom nodes' routes): ComfyUI's own pages are HTML, JavaScript,
+// CSS and JSON, never a scriptable image.
+func hardenView(h http.Header) {
+	h.Set("Content-Security-Policy", "sandbox")
+	h.Set("X-Content-Type-Options", "nosniff")
+}
+
+// scriptableImage reports whether a Content-Type is a document type that
+// runs script when opened directly: SVG and XML.
+func scriptableImage(ct string) bool {
+	base, _, _ := strings.Cut(strings.ToLower(ct), ";")
+	switch strings.TrimSpace(base) {
+	case "image/svg+xml", "text/xml", "application/xml", "application/xhtml+xml":
+		return true
+	}
+	return false
 }
 
 // stripQueryParam removes every `name=` pair from a raw query, leaving the

@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log"
@@ -43,6 +44,11 @@ type Server struct {
 	// untrustedProtoSeen is set once an untrusted peer's X-Forwarded-Proto
 	// has been logged, so a busy LAN does not flood the log.
 	untrustedProtoSeen atomic.Bool
+	// readyzAuth checks a token presented to /readyz (nil with auth off);
+	// readyLast is the last readiness logged.
+	readyzAuth http.Handler
+	readyMu    sync.Mutex
+	readyLast  string
 	// metricsLn is the separate metrics listener opened by Listen, nil
 	// when cfg.MetricsListen is empty.
 	metricsLn net.Listener
@@ -158,10 +164,11 @@ func (s *Server) routes() http.Handler {
 	}))
 	r.Use(middleware.CloseUnreadBody)
 	r.Use(middleware.ResolveClient(s.trusted))
-	r.Get("/healthz", handleHealthz)
-	r.Head("/healthz", handleHealthz)
-	r.Get("/readyz", s.handleReadyz)
-	r.Head("/readyz", s.handleReadyz)
+	// Every method, so that no method of these unauthenticated paths falls
+	// through to Auth and the proxy: GET and HEAD are answered, the rest
+	// get 405 from the gateway (see healthOnly).
+	r.Handle("/healthz", healthOnly(http.HandlerFunc(handleHealthz)))
+	r.Handle("/readyz", healthOnly(http.HandlerFunc(s.handleReadyz)))
 
 	po := proxyOptions{
 		upstream:      s.upstream,
@@ -183,25 +190,28 @@ func (s *Server) routes() http.Handler {
 		po.extensionScript = logoutScriptPath
 	}
 	proxy := newProxy(po)
+	if s.store != nil {
+		s.readyzAuth = middleware.Auth(s.authOptions())(http.HandlerFunc(s.readyzDetails))
+	}
 	r.Group(func(r chi.Router) {
 		if s.store != nil {
-			var throttle middleware.Throttler
-			if s.limiter != nil {
-				throttle = s.limiter
-			}
-			r.Use(middleware.Auth(middleware.AuthOptions{
-				Throttle:        throttle,
-				Hashes:          s.store,
-				Verifier:        s.verifier,
-				AcceptHashToken: s.cfg.AcceptHashToken,
-				Sessions:        s.sessions,
-				LoginPath:       loginPath,
-				Logger:          s.logger,
-			}))
+			r.Use(middleware.Auth(s.authOptions()))
 			// Order matters: CSRF and the guest policy read how Auth let
 			// the request in, and apply to sessions only.
 			r.Use(middleware.CSRF(s.public))
-			r.Use(middleware.GuestPolicy)
+			guestKey := make([]byte, 32)
+			if _, err := rand.Read(guestKey); err != nil {
+				panic("crypto/rand failed: " + err.Error())
+			}
+			r.Use(middleware.GuestPolicy(middleware.GuestOptions{
+				SessionID: func(r *http.Request) ([16]byte, bool) {
+					sess, ok := s.sessions.Current(r)
+					return sess.ID, ok && sess.Guest
+				},
+				// Per process: a restart gives guests new client ids,
+				// which the frontend takes from ComfyUI's status frame.
+				Key: guestKey,
+			}))
 		} else {
 			r.Use(markDisabled)
 		}
@@ -209,6 +219,24 @@ func (s *Server) routes() http.Handler {
 		r.Handle("/*", forwarded(proxy))
 	})
 	return r
+}
+
+// authOptions is how Auth is set up for every protected request (and for a
+// token presented to /readyz).
+func (s *Server) authOptions() middleware.AuthOptions {
+	var throttle middleware.Throttler
+	if s.limiter != nil {
+		throttle = s.limiter
+	}
+	return middleware.AuthOptions{
+		Throttle:        throttle,
+		Hashes:          s.store,
+		Verifier:        s.verifier,
+		AcceptHashToken: s.cfg.AcceptHashToken,
+		Sessions:        s.sessions,
+		LoginPath:       loginPath,
+		Logger:          s.logger,
+	}
 }
 
 func markDisabled(next http.Handler) http.Handler {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,11 +33,38 @@ func runHealthcheck(args []string, getenv env, stdout, stderr io.Writer) int {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "unhealthy: %s answered %d: %s\n", *url, resp.StatusCode, strings.TrimSpace(string(body)))
+		fmt.Fprintf(stderr, "unhealthy: %s answered %d: %s\n", *url, resp.StatusCode, readyzSummary(body))
 		return 1
 	}
-	fmt.Fprintf(stdout, "healthy: %s\n", strings.TrimSpace(string(body)))
+	fmt.Fprintf(stdout, "healthy: %s\n", readyzSummary(body))
 	return 0
+}
+
+// readyzSummary turns a /readyz body into one line: the status word and,
+// when the gateway gave them (to a loopback caller such as this command
+// inside the container), the reason and the state of each part. Anything
+// else is printed as it came.
+func readyzSummary(body []byte) string {
+	var r struct {
+		Status      string `json:"status"`
+		Reason      string `json:"reason"`
+		Credentials string `json:"credentials"`
+		Upstream    string `json:"upstream"`
+	}
+	if json.Unmarshal(body, &r) != nil || r.Status == "" {
+		return strings.TrimSpace(string(body))
+	}
+	out := r.Status
+	if r.Reason != "" {
+		out += ": " + r.Reason
+	}
+	if r.Credentials == "" && r.Upstream == "" {
+		if r.Status != "ready" {
+			out += " (the gateway gives details only to loopback and authenticated callers: run `comfyui-auth healthcheck` inside the container, or read the gateway's log)"
+		}
+		return out
+	}
+	return out + " (credentials: " + r.Credentials + "; upstream: " + r.Upstream + ")"
 }
 
 // defaultHealthURL probes the port the gateway listens on, from the same

@@ -106,7 +106,11 @@ func probe(ctx context.Context, o probeOptions, out io.Writer) int {
 		say("/readyz: 200, the gateway is ready (a credential is loaded and ComfyUI answers)")
 	case http.StatusServiceUnavailable:
 		readyReason = ready.field("reason")
-		say("/readyz: 503, the gateway is up but not ready: %s", readyReason)
+		if readyReason == "" {
+			say("/readyz: 503, the gateway is up but not ready (it tells why only to loopback and authenticated callers: run `comfyui-auth healthcheck` inside the container, or read the gateway's log)")
+		} else {
+			say("/readyz: 503, the gateway is up but not ready: %s", readyReason)
+		}
 	case http.StatusNotFound, http.StatusUnauthorized:
 		say("/readyz: %d, so this is not comfyui-auth: ComfyUI itself (perhaps with ComfyUI-Login) or another service answers at %s; check the port mapping", ready.status, o.URL)
 	default:
