@@ -116,6 +116,10 @@ type Config struct {
 	// cookies Secure. Empty: taken from each request's Host
 	// (--public-url, COMFYUI_AUTH_PUBLIC_URL).
 	PublicURL string
+
+	// bcryptCompare replaces bcrypt in the verifier; tests use it to hold a
+	// worker busy without burning real bcrypt. Not a setting.
+	bcryptCompare func(hash, token []byte) error
 }
 
 // DefaultConfig returns the defaults documented in the README.
