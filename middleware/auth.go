@@ -56,7 +56,7 @@ type AuthOptions struct {
 	Trusted TrustedProxies
 	// PublicURL, when set, is the gateway's own origin (see IsCrossSite).
 	PublicURL *url.URL
-	Logger   zerolog.Logger
+	Logger    zerolog.Logger
 }
 
 // Auth decides, for every request, whether it may reach ComfyUI:

@@ -13,15 +13,17 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// pacedCompare stands in for a slow bcrypt: each comparison waits for the
-// next tick of a shared ticker, so one worker does about one comparison per
-// tick however loaded the machine is, and the pool stays saturated by a
-// flood without burning real cost-12 bcrypt.
-func pacedCompare(t *testing.T, every time.Duration) func(hash, token []byte) error {
+// pacedCompare stands in for a slow bcrypt: a check that reaches the hash
+// paced waits for the next tick of a ticker, so one worker does at most one
+// check per tick, and a flood keeps the pool saturated without burning real
+// cost-12 bcrypt.
+func pacedCompare(t *testing.T, paced string, every time.Duration) func(hash, token []byte) error {
 	tick := time.NewTicker(every)
 	t.Cleanup(tick.Stop)
 	return func(hash, token []byte) error {
-		<-tick.C
+		if string(hash) == paced {
+			<-tick.C
+		}
 		return bcrypt.CompareHashAndPassword(hash, token)
 	}
 }
@@ -44,9 +46,10 @@ func TestDistributedFloodDoesNotStarveAFirstTimeClient(t *testing.T) {
 	}
 	g := startGateway(t, gatewayOpts{hashContent: ptr(strings.Join(lines, "\n") + "\n"), configure: func(c *Config) {
 		c.BcryptWorkers = 1
+		c.BcryptQueue = 16
 		c.BcryptMaxWait = 20 * time.Second // generous: only starvation may fail this
 		c.MaxLoginAttempts = 0
-		c.bcryptCompare = pacedCompare(t, 2*time.Millisecond)
+		c.bcryptCompare = pacedCompare(t, lines[0], 5*time.Millisecond)
 	}})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,12 +57,22 @@ func TestDistributedFloodDoesNotStarveAFirstTimeClient(t *testing.T) {
 	defer func() { cancel(); wg.Wait() }()
 	const attackers, conns = 64, 3
 	var seq atomic.Int64
+	// Refused attackers come back at most 200 times a second in all: a
+	// hundred times the check rate keeps the queue full, without leaving
+	// the nice-10 worker no CPU at all on a small, shared test machine.
+	permits := time.NewTicker(5 * time.Millisecond)
+	defer permits.Stop()
 	missed := make([]atomic.Bool, attackers) // got an answer other than 503
 	for a := range attackers {
 		client := clientFrom(t, fmt.Sprintf("127.0.0.%d", 10+a))
 		for range conns {
 			wg.Go(func() {
 				for ctx.Err() == nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-permits.C:
+					}
 					req, _ := http.NewRequestWithContext(ctx, "GET", g.URL+"/queue", nil)
 					req.Header.Set("Authorization", fmt.Sprintf("Bearer wrong-guess-%d", seq.Add(1)))
 					resp, err := client.Do(req)
@@ -137,5 +150,121 @@ func TestConcurrentDistinctGuessesFromOneAddressLockIt(t *testing.T) {
 	// Another address is untouched.
 	if s := statusWith(t, clientFrom(t, "127.0.0.8"), g.URL+"/queue", "share-right").StatusCode; s != 200 {
 		t.Fatalf("right token from another address = %d", s)
+	}
+}
+
+// TestLockedAddressStillUsesCachedTokens: one client behind a shared
+// address (the Docker bridge) keeps sending a wrong token and locks the
+// address. Tokens that address already had verified are still let in,
+// without bcrypt; an unverified one waits out the lock. Repeating the one
+// wrong token does not use up the exemption; guessing does.
+func TestLockedAddressStillUsesCachedTokens(t *testing.T) {
+	g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, "bridge-good-a") + "\n" + lowCostHash(t, "bridge-good-b") + "\n"),
+		configure: func(c *Config) { c.MaxLoginAttempts = 3 }})
+	host := clientFrom(t, "127.0.0.3")
+	u := g.URL + "/queue"
+	if s := statusWith(t, host, u, "bridge-good-a").StatusCode; s != 200 {
+		t.Fatalf("first use of the good token = %d", s)
+	}
+	for i := range 3 {
+		if s := statusWith(t, host, u, "retired-token").StatusCode; s != 401 {
+			t.Fatalf("misconfigured client, try %d = %d, want 401", i, s)
+		}
+	}
+	checks := g.Server.Verifier().Stats().Checks
+	tests := []struct {
+		name, token string
+		want        int
+	}{
+		{"the misconfigured client again", "retired-token", 429},
+		{"a verified, cached token", "bridge-good-a", 200},
+		{"a right token never verified costs bcrypt, so it waits", "bridge-good-b", 429},
+	}
+	for round := range 5 { // repeats of the one wrong token never use up the exemption
+		for _, tc := range tests {
+			if s := statusWith(t, host, u, tc.token).StatusCode; s != tc.want {
+				t.Fatalf("round %d, %s = %d, want %d", round, tc.name, s, tc.want)
+			}
+		}
+	}
+	// Browser login with the cached password works too.
+	resp := statusWithLogin(t, host, g.URL, "bridge-good-a")
+	if resp.StatusCode != http.StatusFound || !strings.Contains(resp.Header.Get("Set-Cookie"), "comfyui_auth_session=") {
+		t.Fatalf("login with a cached password while locked = %d", resp.StatusCode)
+	}
+	// Guessing while locked: after the lock's budget of distinct unknown
+	// tokens (3; the retired token and the unverified good one spent two),
+	// even cached tokens wait, so the cache cannot be searched faster than
+	// the throttle allows.
+	if s := statusWith(t, host, u, "bridge-good-a").StatusCode; s != 200 {
+		t.Fatalf("cached token with one guess left = %d, want 200", s)
+	}
+	statusWith(t, host, u, "locked-guess")
+	if s := statusWith(t, host, u, "bridge-good-a").StatusCode; s != 429 {
+		t.Fatalf("cached token after the guess budget = %d, want 429", s)
+	}
+	if n := g.Server.Verifier().Stats().Checks - checks; n != 0 {
+		t.Fatalf("the locked address cost %d bcrypt checks, want 0", n)
+	}
+}
+
+func statusWithLogin(t *testing.T, c *http.Client, base, password string, headers ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader("password="+password))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// TestCrossSiteRequestsNeverLockTheVisitor: a page on another site embeds
+// <img src="http://gateway/view?...&token=bad"> many times and auto-submits
+// a login form. None of it counts toward the visitor's own lock: the
+// visitor's next direct request with a valid, never-cached token is let in,
+// and so is its login. The cross-site login forms are refused outright.
+func TestCrossSiteRequestsNeverLockTheVisitor(t *testing.T) {
+	g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, "visitor-right") + "\n"),
+		configure: func(c *Config) { c.MaxLoginAttempts = 3 }})
+	visitor := clientFrom(t, "127.0.0.4")
+	for i := range 10 {
+		url := fmt.Sprintf("%s/view?filename=x.png&token=bad-%d", g.URL, i)
+		s := statusWith(t, visitor, url, "", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Dest", "image", "Accept", "image/avif,image/webp,*/*").StatusCode
+		if s != 401 && s != 429 {
+			t.Fatalf("cross-site img %d = %d, want 401 or 429", i, s)
+		}
+	}
+	checks := g.Server.Verifier().Stats().Checks
+	for i, h := range [][]string{
+		{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
+		{"Origin", "null"},
+		{"Origin", "https://evil.example"},
+		{"Sec-Fetch-Site", "cross-site"},
+	} {
+		resp := statusWithLogin(t, visitor, g.URL, "visitor-right", h...)
+		if resp.StatusCode != http.StatusForbidden || strings.Contains(resp.Header.Get("Set-Cookie"), "comfyui_auth_session=") {
+			t.Fatalf("cross-site login form %d (%v) = %d, want 403 and no session", i, h, resp.StatusCode)
+		}
+	}
+	if n := g.Server.Verifier().Stats().Checks - checks; n != 0 {
+		t.Fatalf("refused cross-site logins cost %d bcrypt checks", n)
+	}
+	if s := statusWith(t, visitor, g.URL+"/queue", "visitor-right").StatusCode; s != 200 {
+		t.Fatalf("the visitor's own request with the right token = %d, want 200", s)
+	}
+	host := strings.TrimPrefix(g.URL, "http://")
+	resp := statusWithLogin(t, visitor, g.URL, "visitor-right", "Origin", "http://"+host, "Sec-Fetch-Site", "same-origin")
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("the visitor's own login = %d, want 302", resp.StatusCode)
+	}
+	// Forging Sec-Fetch-Site buys a second budget, not unlimited guesses:
+	// the cross-site budget locks too.
+	if s := statusWith(t, visitor, g.URL+"/queue", "still-bad", "Sec-Fetch-Site", "cross-site").StatusCode; s != 429 {
+		t.Fatalf("cross-site guess after its own budget = %d, want 429", s)
 	}
 }
