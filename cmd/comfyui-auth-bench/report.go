@@ -141,14 +141,14 @@ func markdown(r *report) string {
 		w("\n## 5. Start-up\n\nFrom exec to `/readyz` 200 with a ready upstream.\n\n| trials | p50 | max |\n|---|---|---|\n| %d | %s | %s |\n", s.Trials, ms(s.P50), ms(s.Max))
 	}
 	if d := r.DistFlood; d != nil {
-		w("\n## 6. Distributed flood\n\n%d attacker addresses (127.0.0.10 onwards, %d connections each) send never-repeating wrong raw tokens as fast as they are answered; %d bcrypt worker, cost 12. %d times, a client on an address never seen before presents a valid raw token never verified before (the hash file is rotated to a fresh pair first, so no cache hit). Between tries a client whose token is cached polls every %s.\n\n",
+		w("\n## 6. Distributed flood\n\n%d attacker addresses (127.0.0.10 onwards, %d connections each) send never-repeating wrong raw tokens as fast as they are answered; %d bcrypt worker, cost 12. %d times, a client on an address never seen before presents a valid raw token never verified before (the hash file is rotated to a fresh pair first, so no cache hit), retrying a 503 after its Retry-After for up to 10 s; its latency is to the first 200. Between tries a client whose token is cached polls every %s.\n\n",
 			d.Addresses, d.ConnsPerAddr, d.BcryptWorkers, d.Tries, "100 ms")
-		w("| first-time OK | within 5 s | codes | latencies (ms) | cached OK | cached p99 | attacker answers | bcrypt checks | log bytes | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		w("| first-time OK | within 5 s | final codes | latencies (ms) | attempts | cached OK | cached p99 | attacker answers | bcrypt checks | log bytes | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		lat := make([]string, len(d.TryLatency))
 		for i, l := range d.TryLatency {
 			lat[i] = fmt.Sprintf("%.0f", l)
 		}
-		w("| %d/%d | %d | %v | %s | %d/%d | %s | %s | %.0f | %d | %.0f |\n", d.TriesOK, d.Tries, d.TriesOKFast, d.TryCodes, strings.Join(lat, " "),
+		w("| %d/%d | %d | %v | %s | %v | %d/%d | %s | %s | %.0f | %d | %.0f |\n", d.TriesOK, d.Tries, d.TriesOKFast, d.TryCodes, strings.Join(lat, " "), d.TryAttempts,
 			d.CachedOK, d.CachedN, ms(d.CachedP99), codes(d.AttackCodes), d.BcryptChecks, d.LogBytes, d.Seconds)
 	}
 	if len(r.Notes) > 0 {
