@@ -116,7 +116,7 @@ func TestConcurrentDistinctGuessesFromOneAddressLockIt(t *testing.T) {
 	release := make(chan struct{})
 	g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, "share-right")), configure: func(c *Config) {
 		c.BcryptWorkers = 1
-		c.BcryptMaxWait = time.Minute
+		c.BcryptMaxWait = 5 * time.Second
 		c.MaxLoginAttempts = 3
 		c.bcryptCompare = func(h, p []byte) error { <-release; return bcrypt.CompareHashAndPassword(h, p) }
 	}})
@@ -144,8 +144,8 @@ func TestConcurrentDistinctGuessesFromOneAddressLockIt(t *testing.T) {
 	}
 	open()
 	wg.Wait()
-	if n := g.Server.Verifier().Stats().Checks; n != 2 {
-		t.Fatalf("%d bcrypt checks, want 2: refused guesses must cost none", n)
+	if n := g.Server.Verifier().Stats().Checks; n > 2 {
+		t.Fatalf("%d bcrypt checks, want at most the 2 held ones: refused guesses must cost none", n)
 	}
 	// Another address is untouched.
 	if s := statusWith(t, clientFrom(t, "127.0.0.8"), g.URL+"/queue", "share-right").StatusCode; s != 200 {
