@@ -242,7 +242,7 @@ func TestCrossSiteRequestsNeverLockTheVisitor(t *testing.T) {
 	checks := g.Server.Verifier().Stats().Checks
 	for i, h := range [][]string{
 		{"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"},
-		{"Origin", "null"},
+		{"Origin", "null", "Sec-Fetch-Site", "cross-site"},
 		{"Origin", "https://evil.example"},
 		{"Sec-Fetch-Site", "cross-site"},
 	} {
