@@ -20,7 +20,7 @@ func TestMatchHashComparesEqualLengthDigestsWithEveryHash(t *testing.T) {
 	hashes := []string{cheapHash(t, "one"), cheapHash(t, "two"), cheapHash(t, "three")}
 	path := filepath.Join(t.TempDir(), "token")
 	writeFile(t, path, strings.Join(hashes, "\n")+"\n")
-	s, err := NewStore(StoreOptions{Path: path, Logger: zerolog.Nop()})
+	s, err := NewStore(StoreOptions{Path: path, PollInterval: -1, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

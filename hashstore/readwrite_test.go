@@ -26,7 +26,7 @@ func TestEveryReaderOfTheFileGivesTheSameSentence(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "qwen-api-user.token")
 			tc.make(t, path)
-			s, err := NewStore(StoreOptions{Path: path, Logger: zerolog.Nop()})
+			s, err := NewStore(StoreOptions{Path: path, PollInterval: -1, Logger: zerolog.Nop()})
 			must(t, err)
 			store := s.Status().LastError
 			_, checkErr := ReadFile(path)

@@ -32,6 +32,11 @@ const (
 	TooLong
 	// NoCredentials: nothing valid is loaded; fail closed.
 	NoCredentials
+	// ClientBusy: this client already has VerifierOptions.PerClient checks
+	// queued or running; no bcrypt was spent. Only a client presenting
+	// several different unverified tokens at once gets it (the same token
+	// shares one check), so the HTTP layer counts it as a failure.
+	ClientBusy
 )
 
 // String names the outcome for logs and metric labels.
@@ -47,6 +52,8 @@ func (o Outcome) String() string {
 		return "too_long"
 	case NoCredentials:
 		return "no_credentials"
+	case ClientBusy:
+		return "client_busy"
 	}
 	return "outcome_" + strconv.Itoa(int(o))
 }
@@ -71,9 +78,21 @@ type VerifierOptions struct {
 	QueueLen int
 	// MaxWait bounds how long a verification waits for a worker.
 	MaxWait time.Duration
+	// PerClient bounds the checks one client may have queued or running at
+	// once; more are answered ClientBusy. 0 means 2, a fixed bound:
+	// it is not a setting (tests set it).
+	PerClient int
+	// Clients bounds how many clients' recent misses are remembered for
+	// fair queueing (about 100 bytes each); the least recently seen idle
+	// one is forgotten first. 0 means 4096; it is never less than
+	// QueueLen+Workers+1.
+	Clients int
 	// OnWait, when set, is called by a worker with the time each job waited
 	// in the queue (for a latency histogram). It must not block.
 	OnWait func(time.Duration)
+	// Compare replaces bcrypt.CompareHashAndPassword; tests use it to hold
+	// a worker busy on purpose instead of burning real bcrypt.
+	Compare func(hash, token []byte) error
 }
 
 // The success cache holds more distinct tokens than a gateway's clients
@@ -95,27 +114,23 @@ type Stats struct {
 	CacheHits    int64
 	CacheMisses  int64
 	Shed         int64 // verifications answered Busy
+	ClientBusy   int64 // verifications answered ClientBusy
 	CacheEntries int64 // entries in the success cache now
 }
 
-// Job states: a queued job is taken either by a worker (running) or by its
-// waiter giving up (abandoned), never both.
-const (
-	jobQueued int32 = iota
-	jobRunning
-	jobAbandoned
-)
-
+// job is one comparison: waiting in the queue, then running on a worker.
+// granted and the queue position are guarded by Verifier.mu.
 type job struct {
 	token    string
 	mac      [32]byte
 	snap     *Snapshot
+	client   *clientState
 	enqueued time.Time
-	state    atomic.Int32
-	done     chan Result // buffered 1: the worker never blocks on it
+	granted  bool        // a worker slot is reserved for it
+	done     chan Result // buffered 1: neither worker nor evictor blocks on it
 }
 
-// Verifier checks raw tokens with bcrypt through a bounded pool.
+// Verifier checks raw tokens with bcrypt through a bounded, fair pool.
 //
 // bcrypt at cost 12 burns about a quarter second of CPU. ComfyUI-Login ran it
 // on the server's event loop, so a few wrong passwords per second froze
@@ -123,10 +138,21 @@ type job struct {
 // verifications wait, and anything beyond is answered Busy at once, without
 // spending CPU. On Linux the workers also run at a lower scheduling priority
 // than the proxy (see lowerWorkerPriority).
+//
+// The queue is not first come, first served: a crowd of addresses sending
+// wrong tokens would keep it full and starve everyone else. Each client (the
+// key the caller passes, an address or IPv6 /64) may have at most PerClient
+// checks queued or running; beyond that it is answered ClientBusy. When a
+// worker frees up, it takes the waiting job whose client has the fewest
+// recent misses (wrong tokens and ClientBusy answers, halving every
+// minute), oldest first among equals; when the queue is full, a newcomer
+// with fewer misses than the worst waiting job takes that job's place. A
+// client that never sent a wrong token therefore waits only for the
+// comparisons already running and for other clients with no misses.
 type Verifier struct {
 	store *Store
 	opts  VerifierOptions
-	jobs  chan *job
+	work  chan *job // granted jobs; capacity Workers, so sends never block
 	quit  chan struct{}
 	wg    sync.WaitGroup
 	once  sync.Once
@@ -134,12 +160,17 @@ type Verifier struct {
 	macs  sync.Pool // of hash.Hash: HMAC-SHA256 keyed with key
 	sf    singleflight.Group
 	cache *successCache
-	// compare is bcrypt.CompareHashAndPassword; tests replace it to hold a
-	// worker busy on purpose.
+	// compare is opts.Compare or bcrypt.CompareHashAndPassword.
 	compare func(hash, token []byte) error
 
+	mu      sync.Mutex
+	closed  bool
+	free    int    // idle worker slots
+	waiting []*job // queued, not granted; at most QueueLen
+	clients clientTable
+
 	inFlight, maxInFlight, queued, checks atomic.Int64
-	hits, misses, shed                    atomic.Int64
+	hits, misses, shed, clientBusy        atomic.Int64
 }
 
 // NewVerifier returns a Verifier over store's credentials. It panics when
@@ -149,6 +180,19 @@ func NewVerifier(store *Store, opts VerifierOptions) *Verifier {
 	if opts.Workers < 1 || opts.QueueLen < 1 || opts.MaxWait <= 0 {
 		panic(fmt.Sprintf("hashstore: NewVerifier needs positive Workers, QueueLen and MaxWait, got %d, %d, %s", opts.Workers, opts.QueueLen, opts.MaxWait))
 	}
+	if opts.PerClient <= 0 {
+		opts.PerClient = 2
+	}
+	// Every queued or running job pins its client's entry, so the table
+	// must hold at least that many.
+	if opts.Clients <= 0 {
+		opts.Clients = 4096
+	}
+	opts.Clients = max(opts.Clients, opts.QueueLen+opts.Workers+1)
+	compare := opts.Compare
+	if compare == nil {
+		compare = bcrypt.CompareHashAndPassword
+	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		panic("hashstore: no randomness for the cache key: " + err.Error())
@@ -156,11 +200,13 @@ func NewVerifier(store *Store, opts VerifierOptions) *Verifier {
 	v := &Verifier{
 		store:   store,
 		opts:    opts,
-		jobs:    make(chan *job, opts.QueueLen),
+		work:    make(chan *job, opts.Workers),
 		quit:    make(chan struct{}),
 		key:     key,
 		cache:   newSuccessCache(successCacheSize, successCacheTTL),
-		compare: bcrypt.CompareHashAndPassword,
+		compare: compare,
+		free:    opts.Workers,
+		clients: newClientTable(opts.Clients),
 	}
 	v.wg.Add(opts.Workers + 1)
 	for range opts.Workers {
@@ -185,10 +231,41 @@ func (v *Verifier) dropCacheOnReload() {
 	}
 }
 
-// Verify checks a raw token. It waits for a worker at most opts.MaxWait, and
-// returns Busy as soon as ctx is done; a comparison already running for
-// other callers of the same token is not cancelled by one caller leaving.
+// Verify is VerifyFor with no client key: such callers share one place in
+// the fair queue and are exempt from the per-client cap, so use it only
+// where callers are not strangers (tools, tests); HTTP requests go through
+// VerifyFor.
 func (v *Verifier) Verify(ctx context.Context, token string) Result {
+	return v.VerifyFor(ctx, "", token)
+}
+
+// Cached answers a raw token from the success cache alone: Match with
+// Cached set when the token was verified in the current generation, and
+// false otherwise. It never runs bcrypt and never queues, so it is safe
+// for a client the throttle has locked out.
+func (v *Verifier) Cached(token string) (Result, bool) {
+	snap := v.store.Snapshot()
+	if snap == nil || token == "" || len(token) > MaxTokenBytes {
+		return Result{}, false
+	}
+	gen := snap.Generation
+	if line, ok := v.cache.get(v.mac(token), gen, time.Now()); ok {
+		v.hits.Add(1)
+		return Result{Outcome: Match, Line: line, Generation: gen, Cached: true}, true
+	}
+	return Result{}, false
+}
+
+// VerifyFor checks a raw token presented by client (the throttle's key for
+// it: an address, an IPv6 /64). A cached token is answered at once. Otherwise
+// the check is queued fairly (see Verifier): ClientBusy when client already
+// has PerClient checks queued or running, Busy when it waited opts.MaxWait
+// without a worker, the queue is full of clients with no more misses than
+// client, or ctx is done. Once a worker slot is reserved for the check, it
+// is waited for regardless of MaxWait: its cost is bounded by bcrypt's. A
+// comparison shared with other callers of the same token from the same
+// client is not cancelled by one caller leaving.
+func (v *Verifier) VerifyFor(ctx context.Context, client, token string) Result {
 	snap := v.store.Snapshot()
 	if snap == nil {
 		return Result{Outcome: NoCredentials}
@@ -207,17 +284,22 @@ func (v *Verifier) Verify(ctx context.Context, token string) Result {
 	}
 	v.misses.Add(1)
 
-	// The key is the HMAC of what the client sent plus the generation: fixed
-	// length, so unambiguous, and independent of any stored secret.
-	sfKey := hex.EncodeToString(mac[:]) + "/" + strconv.FormatUint(gen, 10)
+	// The key is the HMAC of what the client sent, the generation and the
+	// client: fixed-length fields first, so unambiguous, and independent of
+	// any stored secret. The client is part of it so that one client's
+	// per-client cap never answers another client's request.
+	sfKey := hex.EncodeToString(mac[:]) + "/" + strconv.FormatUint(gen, 10) + "/" + client
 	ch := v.sf.DoChan(sfKey, func() (any, error) {
-		return v.run(token, mac, snap), nil
+		return v.run(client, token, mac, snap), nil
 	})
 	select {
 	case r := <-ch:
 		res := r.Val.(Result)
-		if res.Outcome == Busy {
+		switch res.Outcome {
+		case Busy:
 			v.shed.Add(1)
+		case ClientBusy:
+			v.clientBusy.Add(1)
 		}
 		return res
 	case <-ctx.Done():
@@ -243,20 +325,10 @@ func (v *Verifier) mac(token string) [32]byte {
 
 // run queues one comparison and waits for it. It depends on no caller's
 // context because singleflight shares it between callers.
-func (v *Verifier) run(token string, mac [32]byte, snap *Snapshot) Result {
-	busy := Result{Outcome: Busy, Generation: snap.Generation}
-	select {
-	case <-v.quit:
-		return busy
-	default:
-	}
+func (v *Verifier) run(client, token string, mac [32]byte, snap *Snapshot) Result {
 	j := &job{token: token, mac: mac, snap: snap, enqueued: time.Now(), done: make(chan Result, 1)}
-	v.queued.Add(1)
-	select {
-	case v.jobs <- j:
-	default:
-		v.queued.Add(-1)
-		return busy
+	if out, refused := v.enqueue(client, j); refused {
+		return out
 	}
 	t := time.NewTimer(v.opts.MaxWait)
 	defer t.Stop()
@@ -266,13 +338,106 @@ func (v *Verifier) run(token string, mac [32]byte, snap *Snapshot) Result {
 	case <-t.C:
 	case <-v.quit:
 	}
-	if j.state.CompareAndSwap(jobQueued, jobAbandoned) {
-		v.queued.Add(-1)
-		return busy
+	v.mu.Lock()
+	if !j.granted && v.unqueue(j) {
+		v.mu.Unlock()
+		return Result{Outcome: Busy, Generation: snap.Generation}
 	}
-	// A worker took it just in time; the comparison is bounded by bcrypt's
-	// own cost, so take its answer rather than waste it.
+	v.mu.Unlock()
+	// A worker slot was reserved just in time (or the job was evicted and
+	// answered); the comparison is bounded by bcrypt's own cost, so take
+	// its answer rather than waste it.
 	return <-j.done
+}
+
+// enqueue reserves a worker slot for j, or queues it, or refuses it at once
+// (refused true, with the answer).
+func (v *Verifier) enqueue(client string, j *job) (Result, bool) {
+	gen := j.snap.Generation
+	now := j.enqueued
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return Result{Outcome: Busy, Generation: gen}, true
+	}
+	c := v.clients.get(client, now)
+	if client != "" && c.active >= v.opts.PerClient {
+		c.miss(now)
+		return Result{Outcome: ClientBusy, Generation: gen}, true
+	}
+	j.client = c
+	if v.free > 0 {
+		// A slot first, then the wait: an idle worker that the scheduler
+		// has not run yet must not make the job look shed.
+		v.free--
+		c.active++
+		j.granted = true
+		v.work <- j
+		return Result{}, false
+	}
+	if len(v.waiting) >= v.opts.QueueLen {
+		worst := v.worstWaiting(now)
+		if worst < 0 || !c.before(v.waiting[worst].client, now) {
+			v.clients.release(c)
+			return Result{Outcome: Busy, Generation: gen}, true
+		}
+		evicted := v.waiting[worst]
+		v.unqueue(evicted)
+		evicted.done <- Result{Outcome: Busy, Generation: evicted.snap.Generation}
+	}
+	c.active++
+	v.waiting = append(v.waiting, j)
+	v.queued.Add(1)
+	return Result{}, false
+}
+
+// unqueue removes a waiting job; false if it is not waiting. Called with
+// v.mu held.
+func (v *Verifier) unqueue(j *job) bool {
+	for i, w := range v.waiting {
+		if w == j {
+			v.waiting = append(v.waiting[:i], v.waiting[i+1:]...)
+			j.client.active--
+			v.clients.release(j.client)
+			v.queued.Add(-1)
+			return true
+		}
+	}
+	return false
+}
+
+// worstWaiting is the index of the waiting job to give up first: the
+// client with the most misses, the newest job among equals. Called with
+// v.mu held.
+func (v *Verifier) worstWaiting(now time.Time) int {
+	worst := -1
+	for i, w := range v.waiting {
+		if worst < 0 || !w.client.before(v.waiting[worst].client, now) {
+			worst = i
+		}
+	}
+	return worst
+}
+
+// next grants the freed worker slot to the waiting job whose client has the
+// fewest misses, the oldest among equals, or returns the slot. Called with
+// v.mu held, by the worker that finished.
+func (v *Verifier) next(now time.Time) {
+	best := -1
+	for i, w := range v.waiting {
+		if best < 0 || w.client.before(v.waiting[best].client, now) {
+			best = i
+		}
+	}
+	if best < 0 || v.closed {
+		v.free++
+		return
+	}
+	j := v.waiting[best]
+	v.waiting = append(v.waiting[:best], v.waiting[best+1:]...)
+	v.queued.Add(-1)
+	j.granted = true
+	v.work <- j
 }
 
 func (v *Verifier) worker() {
@@ -282,15 +447,21 @@ func (v *Verifier) worker() {
 		select {
 		case <-v.quit:
 			return
-		case j := <-v.jobs:
-			if !j.state.CompareAndSwap(jobQueued, jobRunning) {
-				continue // its waiter gave up
-			}
-			v.queued.Add(-1)
+		case j := <-v.work:
 			if v.opts.OnWait != nil {
 				v.opts.OnWait(time.Since(j.enqueued))
 			}
-			j.done <- v.check(j)
+			res := v.check(j)
+			now := time.Now()
+			v.mu.Lock()
+			j.client.active--
+			if res.Outcome == NoMatch {
+				j.client.miss(now)
+			}
+			v.clients.release(j.client)
+			v.next(now)
+			v.mu.Unlock()
+			j.done <- res
 		}
 	}
 }
@@ -329,6 +500,7 @@ func (v *Verifier) Stats() Stats {
 		CacheHits:    v.hits.Load(),
 		CacheMisses:  v.misses.Load(),
 		Shed:         v.shed.Load(),
+		ClientBusy:   v.clientBusy.Load(),
 		CacheEntries: int64(v.cache.len()),
 	}
 }
@@ -336,7 +508,19 @@ func (v *Verifier) Stats() Stats {
 // Close stops the workers. Verifications still waiting answer Busy.
 func (v *Verifier) Close() {
 	v.once.Do(func() {
+		v.mu.Lock()
+		v.closed = true
+		v.mu.Unlock()
 		close(v.quit)
 		v.wg.Wait()
+		// Jobs granted but never picked up by a worker answer Busy.
+		for {
+			select {
+			case j := <-v.work:
+				j.done <- Result{Outcome: Busy, Generation: j.snap.Generation}
+			default:
+				return
+			}
+		}
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
 	"github.com/rs/zerolog"
@@ -19,7 +20,10 @@ type HashMatcher interface {
 
 // RawVerifier checks a raw token with bcrypt through the bounded pool.
 type RawVerifier interface {
-	Verify(ctx context.Context, token string) hashstore.Result
+	// Cached answers from the success cache alone, without bcrypt.
+	Cached(token string) (hashstore.Result, bool)
+	// VerifyFor checks token for client, queueing fairly between clients.
+	VerifyFor(ctx context.Context, client, token string) hashstore.Result
 }
 
 // SessionAuthenticator recognises a browser session: the cookie /login sets,
@@ -48,16 +52,25 @@ type AuthOptions struct {
 	// told about raw tokens that were checked and did not match. The hash
 	// token and sessions never reach it.
 	Throttle Throttler
-	Logger   zerolog.Logger
+	// Trusted says whose X-Forwarded-For to believe when naming the client
+	// for the bcrypt pool's fair queueing (the throttle has its own).
+	Trusted TrustedProxies
+	// PublicURL, when set, is the gateway's own origin (see IsCrossSite).
+	PublicURL *url.URL
+	Logger    zerolog.Logger
 }
 
 // Auth decides, for every request, whether it may reach ComfyUI:
 //  1. public paths pass (health, login, static assets by GET/HEAD);
 //  2. a token from `Authorization: Bearer <t>` or `?token=<t>` is compared
-//     with the loaded hashes in constant time, then, if it is not a hash and
-//     the client is not locked out (429 with Retry-After, no bcrypt), verified
-//     as a raw token through the bounded bcrypt pool; a wrong or over-long
-//     raw token counts as one failure for the client;
+//     with the loaded hashes in constant time; if it is not a hash, it is
+//     looked up in the raw-token success cache (no bcrypt), which admits it
+//     even from a locked client unless that client spent its lock's budget
+//     of distinct guesses (Throttler.LockedToken); otherwise a locked client
+//     gets 429 with Retry-After, and anyone else has the token verified
+//     through the bounded, fair bcrypt pool. A wrong or over-long raw token,
+//     or one over the client's share of the pool, counts as one failure for
+//     the client (cross-site requests in a separate budget, see Throttle);
 //  3. a browser session, when sessions are configured;
 //  4. otherwise: 401 for websocket upgrades, 302 to the login page for
 //     browsers, 401 JSON with `WWW-Authenticate: Bearer` for everyone else.
@@ -89,15 +102,28 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 						return
 					}
 				}
+				cached, hit := opts.Verifier.Cached(token)
 				if opts.Throttle != nil {
 					if retry, locked := opts.Throttle.Locked(r); locked {
+						if opts.Throttle.LockedToken(r, token, hit) {
+							info.Method, info.Generation = MethodRawToken, cached.Generation
+							next.ServeHTTP(w, r)
+							return
+						}
 						RefuseLocked(w, r, retry)
 						return
 					}
 				}
-				res := opts.Verifier.Verify(r.Context(), token)
-				if opts.Throttle != nil && (res.Outcome == hashstore.NoMatch || res.Outcome == hashstore.TooLong) {
-					opts.Throttle.Failed(r)
+				if hit {
+					info.Method, info.Generation = MethodRawToken, cached.Generation
+					next.ServeHTTP(w, r)
+					return
+				}
+				res := opts.Verifier.VerifyFor(r.Context(), poolClient(r, opts), token)
+				var retry time.Duration
+				var locked bool
+				if opts.Throttle != nil && (res.Outcome == hashstore.NoMatch || res.Outcome == hashstore.TooLong || res.Outcome == hashstore.ClientBusy) {
+					retry, locked = opts.Throttle.Failed(r)
 				}
 				switch res.Outcome {
 				case hashstore.Match:
@@ -106,10 +132,25 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 					return
 				case hashstore.Busy:
 					info.Reason = "bcrypt pool busy"
+					info.Refusal = RefusalShed
 					w.Header().Set("Retry-After", "1")
 					WriteJSON(w, http.StatusServiceUnavailable, map[string]string{
 						"error":  "Server busy verifying credentials; retry shortly.",
 						"reason": "too many token checks are waiting; this token has not been checked yet",
+					})
+					return
+				case hashstore.ClientBusy:
+					if locked {
+						RefuseLocked(w, r, retry)
+						return
+					}
+					info.Method = MethodNone
+					info.Reason = "client already has its share of token checks waiting"
+					info.Refusal = RefusalClientBusy
+					w.Header().Set("Retry-After", "1")
+					WriteJSON(w, http.StatusTooManyRequests, map[string]string{
+						"error":  "Too many token checks at once.",
+						"reason": "this address already has token checks waiting; wait for their answers before sending other tokens (each different token counts as one failed attempt)",
 					})
 					return
 				case hashstore.TooLong:
@@ -137,6 +178,22 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 			refuse(w, r, opts, "no credentials: send `Authorization: Bearer <token>` or log in")
 		})
 	}
+}
+
+// poolClient names r's client for the bcrypt pool's fair queueing: the
+// throttle's key (an address, an IPv6 /64), apart for cross-site requests
+// so that a web page's wrong tokens do not push back its visitor's own.
+func poolClient(r *http.Request, opts AuthOptions) string {
+	key := throttleKey(opts.Trusted.ClientAddr(r)).String()
+	if IsCrossSite(r, opts.PublicURL) {
+		return "cross-site " + key
+	}
+	return key
+}
+
+// PoolClient is poolClient for the login handler, which has no AuthOptions.
+func PoolClient(r *http.Request, trusted TrustedProxies, publicURL *url.URL) string {
+	return poolClient(r, AuthOptions{Trusted: trusted, PublicURL: publicURL})
 }
 
 func hashIs(h HashMatcher, s string) bool {

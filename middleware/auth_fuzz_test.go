@@ -28,7 +28,9 @@ func (fixedHashes) MatchHash(tok string) (int, uint64, bool) {
 
 type fixedVerifier struct{ calls int }
 
-func (v *fixedVerifier) Verify(_ context.Context, tok string) hashstore.Result {
+func (v *fixedVerifier) Cached(string) (hashstore.Result, bool) { return hashstore.Result{}, false }
+
+func (v *fixedVerifier) VerifyFor(_ context.Context, _, tok string) hashstore.Result {
 	v.calls++
 	if len(tok) > hashstore.MaxTokenBytes {
 		return hashstore.Result{Outcome: hashstore.TooLong}

@@ -31,6 +31,9 @@ type Info struct {
 	Method Method
 	// Reason is why a request was refused, for the log (never a secret).
 	Reason string
+	// Refusal classifies a refusal that cost no credential check, for
+	// whoever summarises floods (the access log, metrics); empty otherwise.
+	Refusal Refusal
 	// Generation is the credential generation that admitted the request.
 	Generation uint64
 	// Client is the client's address as resolved through trusted proxies,
@@ -40,6 +43,22 @@ type Info struct {
 	// without it is the gateway's own (a refusal, a page of its own).
 	Forwarded bool
 }
+
+// Refusal says why a credential was not checked.
+type Refusal string
+
+// The refusals the auth decision and the login handler record.
+const (
+	// RefusalLocked: the client is locked out by the failure throttle (429).
+	RefusalLocked Refusal = "locked"
+	// RefusalShed: the bcrypt pool had no room or no worker in time (503).
+	RefusalShed Refusal = "shed"
+	// RefusalClientBusy: the client already had its share of checks
+	// queued or running (429); counted as a failure.
+	RefusalClientBusy Refusal = "client-busy"
+	// RefusalCrossSite: a login form posted from another site (403).
+	RefusalCrossSite Refusal = "cross-site"
+)
 
 type infoKey struct{}
 

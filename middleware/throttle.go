@@ -3,9 +3,12 @@ package middleware
 import (
 	"container/list"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -22,6 +25,15 @@ type Throttler interface {
 	// Failed counts one failure for r's client and reports whether this
 	// failure locked it.
 	Failed(r *http.Request) (retryAfter time.Duration, locked bool)
+	// LockedToken is asked when a locked client presents a raw token, after
+	// a look-up in the verifier's success cache (cached reports a hit). It
+	// reports whether to let a cached token in. A token that is not cached
+	// is remembered as one distinct guess of this lock; once the client has
+	// presented the lock's budget of distinct guesses, even cached tokens
+	// wait out the lock, so the cache is never a faster guessing oracle
+	// than the throttle itself. Repeating one wrong token (a misconfigured
+	// client) is one guess, however often.
+	LockedToken(r *http.Request, token string, cached bool) (admit bool)
 }
 
 var _ Throttler = (*Throttle)(nil)
@@ -48,9 +60,17 @@ type ThrottleOptions struct {
 	Capacity int
 	// Trusted says whose X-Forwarded-For to believe.
 	Trusted TrustedProxies
+	// PublicURL, when set, is the gateway's own origin, for telling
+	// cross-site requests apart (see IsCrossSite); nil takes it from Host.
+	PublicURL *url.URL
 	// Now is the clock; nil means time.Now. Tests move it.
 	Now func() time.Time
 }
+
+// maxLockGuesses caps the distinct unknown tokens a locked client may
+// present while keeping its cached tokens (and the fingerprints remembered
+// per client): min(MaxFailures, maxLockGuesses).
+const maxLockGuesses = 16
 
 // Throttle locks out, per client address, whoever keeps presenting wrong
 // credentials. It guards the bcrypt pool: a locked client gets 429 without
@@ -62,16 +82,31 @@ type ThrottleOptions struct {
 // it. Memory is bounded by Capacity: an attacker with more addresses than
 // that can make the throttle forget its oldest entries, which only unlocks
 // addresses early and never locks anyone.
+//
+// Requests a browser marks as cross-site (IsCrossSite) are counted in a
+// budget of their own per address: a web page that makes its visitors'
+// browsers send wrong tokens (an <img src=...?token=bad>) can lock only
+// cross-site token use from their address, never their own direct use. A
+// client that forges the header gains one more budget, not an unthrottled
+// one.
 type Throttle struct {
 	opts ThrottleOptions
+	seed maphash.Seed // keys the fingerprints of guesses made while locked
 
 	mu      sync.Mutex
 	lru     *list.List // of *throttleEntry, most recently failing first
-	entries map[netip.Addr]*list.Element
+	entries map[throttleID]*list.Element
+}
+
+// throttleID is one failure budget: an address (IPv6 /64), same-site or
+// cross-site.
+type throttleID struct {
+	addr      netip.Addr
+	crossSite bool
 }
 
 type throttleEntry struct {
-	key         netip.Addr
+	key         throttleID
 	failures    int
 	windowStart time.Time
 	lockedUntil time.Time
@@ -79,6 +114,9 @@ type throttleEntry struct {
 	// next lock and is forgotten after a quiet MaxLock.
 	strikes  int
 	lastFail time.Time
+	// guesses are fingerprints of the distinct uncached tokens presented
+	// during the current lock (see LockedToken).
+	guesses []uint64
 }
 
 // maxLockFactor caps a repeat offender's lock at 64 × BaseLock: six
@@ -108,22 +146,60 @@ func NewThrottle(o ThrottleOptions) *Throttle {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Throttle{opts: o, lru: list.New(), entries: make(map[netip.Addr]*list.Element)}
+	return &Throttle{opts: o, seed: maphash.MakeSeed(), lru: list.New(), entries: make(map[throttleID]*list.Element)}
+}
+
+func (t *Throttle) id(r *http.Request) throttleID {
+	return throttleID{addr: throttleKey(t.opts.Trusted.ClientAddr(r)), crossSite: IsCrossSite(r, t.opts.PublicURL)}
 }
 
 // Locked implements Throttler: one map lookup under a mutex.
 func (t *Throttle) Locked(r *http.Request) (time.Duration, bool) {
-	return t.LockedAddr(t.opts.Trusted.ClientAddr(r))
+	return t.locked(t.id(r))
 }
 
 // Failed implements Throttler.
 func (t *Throttle) Failed(r *http.Request) (time.Duration, bool) {
-	return t.FailedAddr(t.opts.Trusted.ClientAddr(r))
+	return t.failed(t.id(r))
 }
 
-// LockedAddr is Locked for an address already resolved.
+// LockedToken implements Throttler.
+func (t *Throttle) LockedToken(r *http.Request, token string, cached bool) bool {
+	budget := min(t.opts.MaxFailures, maxLockGuesses)
+	fp := maphash.String(t.seed, token)
+	now := t.opts.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	el, ok := t.entries[t.id(r)]
+	if !ok {
+		return cached
+	}
+	e := el.Value.(*throttleEntry)
+	if e.lockedUntil.Sub(now) <= 0 {
+		return cached
+	}
+	if cached {
+		return len(e.guesses) < budget
+	}
+	if len(e.guesses) < budget && !slices.Contains(e.guesses, fp) {
+		e.guesses = append(e.guesses, fp)
+	}
+	return false
+}
+
+// LockedAddr is Locked for an address already resolved, in its same-site
+// budget.
 func (t *Throttle) LockedAddr(a netip.Addr) (time.Duration, bool) {
-	key := throttleKey(a)
+	return t.locked(throttleID{addr: throttleKey(a)})
+}
+
+// FailedAddr is Failed for an address already resolved, in its same-site
+// budget.
+func (t *Throttle) FailedAddr(a netip.Addr) (time.Duration, bool) {
+	return t.failed(throttleID{addr: throttleKey(a)})
+}
+
+func (t *Throttle) locked(key throttleID) (time.Duration, bool) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -138,9 +214,7 @@ func (t *Throttle) LockedAddr(a netip.Addr) (time.Duration, bool) {
 	return 0, false
 }
 
-// FailedAddr is Failed for an address already resolved.
-func (t *Throttle) FailedAddr(a netip.Addr) (time.Duration, bool) {
-	key := throttleKey(a)
+func (t *Throttle) failed(key throttleID) (time.Duration, bool) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -177,6 +251,7 @@ func (t *Throttle) FailedAddr(a netip.Addr) (time.Duration, bool) {
 	e.strikes++
 	e.failures, e.windowStart = 0, now
 	e.lockedUntil = now.Add(lock)
+	e.guesses = e.guesses[:0]
 	return lock, true
 }
 
@@ -208,6 +283,7 @@ func RefuseLocked(w http.ResponseWriter, r *http.Request, retryAfter time.Durati
 	info := InfoFrom(r)
 	info.Method = MethodNone
 	info.Reason = "client locked out after repeated credential failures"
+	info.Refusal = RefusalLocked
 	secs := RetryAfterSeconds(retryAfter)
 	w.Header().Set("Retry-After", secs)
 	WriteJSON(w, http.StatusTooManyRequests, map[string]string{

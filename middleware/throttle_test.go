@@ -163,3 +163,71 @@ func TestNewThrottleRefusesZeroInsteadOfPickingADefault(t *testing.T) {
 		}()
 	}
 }
+
+func TestLockedClientKeepsCachedTokensUntilItGuesses(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = attacker.String() + ":1"
+	if !th.LockedToken(r, "good", true) || th.LockedToken(r, "bad", false) {
+		t.Fatal("an unlocked client: cached tokens pass, others are for the verifier")
+	}
+	for range 3 {
+		th.Failed(r)
+	}
+	steps := []struct {
+		token  string
+		cached bool
+		want   bool
+	}{
+		{"good", true, true},
+		{"retired", false, false},
+		{"retired", false, false}, // a repeat is the same guess
+		{"good", true, true},
+		{"guess-1", false, false},
+		{"good", true, true}, // two distinct guesses of three
+		{"guess-2", false, false},
+		{"good", true, false}, // the budget is spent
+	}
+	for i, s := range steps {
+		if got := th.LockedToken(r, s.token, s.cached); got != s.want {
+			t.Fatalf("step %d (%s, cached %v) = %v, want %v", i, s.token, s.cached, got, s.want)
+		}
+	}
+	c.Add(10 * time.Second)
+	th.Failed(r)
+	th.Failed(r)
+	th.Failed(r) // a new lock starts with a fresh budget
+	if !th.LockedToken(r, "good", true) {
+		t.Fatal("a new lock did not reset the guess budget")
+	}
+}
+
+func TestCrossSiteFailuresHaveTheirOwnBudget(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	direct := httptest.NewRequest("GET", "http://gw/queue", nil)
+	direct.RemoteAddr = attacker.String() + ":1"
+	img := httptest.NewRequest("GET", "http://gw/view?token=x", nil)
+	img.RemoteAddr = attacker.String() + ":2"
+	img.Header.Set("Sec-Fetch-Site", "cross-site")
+	foreign := httptest.NewRequest("POST", "http://gw/login", nil)
+	foreign.RemoteAddr = attacker.String() + ":3"
+	foreign.Header.Set("Origin", "https://evil.example")
+	for range 2 {
+		th.Failed(img)
+		th.Failed(foreign)
+	}
+	if _, locked := th.Locked(img); !locked {
+		t.Fatal("cross-site failures did not lock cross-site use")
+	}
+	if _, locked := th.Locked(direct); locked {
+		t.Fatal("cross-site failures locked the visitor's own requests")
+	}
+	own := httptest.NewRequest("POST", "http://gw/login", nil)
+	own.RemoteAddr = attacker.String() + ":4"
+	own.Header.Set("Origin", "http://gw")
+	if IsCrossSite(own, nil) || !IsCrossSite(foreign, nil) {
+		t.Fatal("Origin classification is wrong")
+	}
+}

@@ -135,6 +135,10 @@ type Config struct {
 	loginReadTimeout time.Duration
 	// refusalLogInterval overrides middleware.DefaultRefusalInterval (tests).
 	refusalLogInterval time.Duration
+
+	// bcryptCompare replaces bcrypt in the verifier; tests use it to hold a
+	// worker busy without burning real bcrypt. Not a setting.
+	bcryptCompare func(hash, token []byte) error
 }
 
 // FieldError is a Config value Validate refuses. Field names the Config

@@ -185,6 +185,18 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginP
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	info := middleware.InfoFrom(r)
 	info.Method = middleware.MethodPublic
+	if middleware.IsCrossSite(r, s.public) {
+		// Another site's page posting here (an auto-submitted form) is
+		// never a login, and must not count toward its visitor's lock.
+		info.Reason = "login: cross-site form refused"
+		info.Refusal = middleware.RefusalCrossSite
+		h := w.Header()
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, "This login form was sent from another site, so it was refused. Open the gateway's own login page and sign in there.\n")
+		return
+	}
 	if !s.readLoginForm(w, r) {
 		return
 	}
@@ -204,28 +216,39 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	password := r.PostForm.Get("password")
 	if s.throttle != nil {
 		if d, blocked := s.throttle.Blocked(client); blocked {
-			info.Reason = "login: throttled"
-			w.Header().Set("Retry-After", fmt.Sprint(max(1, int((d+time.Second-1)/time.Second))))
-			s.renderLogin(w, r, loginPage{LockedSeconds: max(1, int((d+time.Second-1)/time.Second)), Guest: s.guestEnabled(), Next: next}, http.StatusTooManyRequests)
+			// A password already verified and cached costs no bcrypt, so a
+			// locked address (a shared NAT, the Docker bridge) may still
+			// use it, within the lock's budget of distinct guesses.
+			cached, hit := s.verifier.Cached(password)
+			if s.limiter == nil || !s.limiter.LockedToken(r, password, hit) {
+				info.Reason = "login: throttled"
+				info.Refusal = middleware.RefusalLocked
+				w.Header().Set("Retry-After", fmt.Sprint(max(1, int((d+time.Second-1)/time.Second))))
+				s.renderLogin(w, r, loginPage{LockedSeconds: max(1, int((d+time.Second-1)/time.Second)), Guest: s.guestEnabled(), Next: next}, http.StatusTooManyRequests)
+				return
+			}
+			s.loggedIn(w, r, client, next, cached)
 			return
 		}
 	}
 
-	res := s.verifier.Verify(r.Context(), r.PostForm.Get("password"))
+	res := s.verifier.VerifyFor(r.Context(), middleware.PoolClient(r, s.trusted, s.public), password)
 	switch res.Outcome {
 	case hashstore.Match:
-		if s.throttle != nil {
-			s.throttle.Succeeded(client)
+		s.loggedIn(w, r, client, next, res)
+	case hashstore.Busy, hashstore.ClientBusy:
+		if res.Outcome == hashstore.ClientBusy && s.throttle != nil {
+			// Several different passwords at once from one address.
+			s.throttle.Failed(client)
 		}
-		sess := s.sessions.Issue(w, r, res.Generation, false)
-		info.Generation = res.Generation
-		s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).
-			Uint64("generation", res.Generation).Msg("browser login")
-		http.Redirect(w, r, orRoot(next), http.StatusFound)
-	case hashstore.Busy:
 		info.Reason = "login: bcrypt pool busy"
+		info.Refusal = middleware.RefusalShed
+		if res.Outcome == hashstore.ClientBusy {
+			info.Refusal = middleware.RefusalClientBusy
+		}
 		w.Header().Set("Retry-After", "2")
 		s.renderLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next}, http.StatusServiceUnavailable)
 	case hashstore.NoCredentials:
@@ -243,6 +266,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		http.Redirect(w, r, to, http.StatusFound)
 	}
+}
+
+// loggedIn issues the session for a right password.
+func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client, next string, res hashstore.Result) {
+	if s.throttle != nil {
+		s.throttle.Succeeded(client)
+	}
+	sess := s.sessions.Issue(w, r, res.Generation, false)
+	middleware.InfoFrom(r).Generation = res.Generation
+	s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).
+		Uint64("generation", res.Generation).Msg("browser login")
+	http.Redirect(w, r, orRoot(next), http.StatusFound)
 }
 
 // handleLogout ends the session for good: the cookie value is revoked until

@@ -6,17 +6,26 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
-// TestBusyPoolShowsRetryPageNotAHang fills the one bcrypt worker with a
-// cost-12 check, then logs in: the answer must come at once, as a 503 page
+// TestBusyPoolShowsRetryPageNotAHang holds the one bcrypt worker through the
+// compare hook, then logs in: the answer must come at once, as a 503 page
 // that says to retry, not after the check.
 func TestBusyPoolShowsRetryPageNotAHang(t *testing.T) {
-	g := startGateway(t, gatewayOpts{configure: func(c *Config) {
+	release := make(chan struct{})
+	g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, "busy-right")), configure: func(c *Config) {
 		c.BcryptWorkers = 1
 		c.BcryptQueue = 1
 		c.BcryptMaxWait = time.Millisecond
 		c.MaxLoginAttempts = 0
+		c.bcryptCompare = func(h, p []byte) error {
+			if string(p) == "occupies-the-worker" {
+				<-release
+			}
+			return bcrypt.CompareHashAndPassword(h, p)
+		}
 	}})
 	occupied := make(chan struct{})
 	go func() {
@@ -29,7 +38,7 @@ func TestBusyPoolShowsRetryPageNotAHang(t *testing.T) {
 	}()
 	eventually(t, 10*time.Second, "the worker is busy", func() bool { return g.Server.Verifier().Stats().InFlight == 1 })
 
-	resp := g.do(t, "POST", "/login", form(url.Values{"password": {seedToken}}), formType, "Accept: text/html")
+	resp := g.do(t, "POST", "/login", form(url.Values{"password": {"busy-right"}}), formType, "Accept: text/html")
 	body := readBody(t, resp)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("login while busy = %d (Retry-After %q), want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
@@ -42,9 +51,12 @@ func TestBusyPoolShowsRetryPageNotAHang(t *testing.T) {
 			t.Fatal("a busy answer set a session")
 		}
 	}
+	close(release)
 	<-occupied
-	// Once the worker is free, the same password logs in.
-	resp, cookie := g.login(t, seedToken)
+	// Once the worker is free, the same password logs in, even with a wait
+	// limit far shorter than scheduling the worker takes: a free worker
+	// slot is taken before the wait.
+	resp, cookie := g.login(t, "busy-right")
 	if resp.StatusCode != http.StatusFound || cookie == "" {
 		t.Fatalf("login after the pool freed = %d, cookie %v", resp.StatusCode, cookie != "")
 	}

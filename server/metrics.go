@@ -145,6 +145,8 @@ func (m *metrics) watchVerifier(v *hashstore.Verifier) {
 			func(s hashstore.Stats) int64 { return s.Checks }),
 		counter("bcrypt_shed_total", "Raw-token checks answered 503 without bcrypt (queue full, wait too long, client gone).",
 			func(s hashstore.Stats) int64 { return s.Shed }),
+		counter("bcrypt_client_busy_total", "Raw-token checks answered 429 without bcrypt because the client already had its share of checks queued or running.",
+			func(s hashstore.Stats) int64 { return s.ClientBusy }),
 		counter("token_cache_hits_total", "Raw-token checks answered from the success cache.",
 			func(s hashstore.Stats) int64 { return s.CacheHits }),
 		counter("token_cache_misses_total", "Raw-token checks that missed the success cache and needed bcrypt.",

@@ -162,7 +162,9 @@ func TestAPITwinsOfGuestRulesBehaveIdentically(t *testing.T) {
 
 // TestLoginFailuresShareTheThrottleWithRawTokens: wrong passwords and wrong
 // raw tokens count toward one per-client limit; the locked client's login
-// page says so; another address and existing sessions are unaffected.
+// page says so; another address and existing sessions are unaffected, and
+// the locked client still gets in with the password it already had
+// verified (cached, no bcrypt) but not with a new guess.
 func TestLoginFailuresShareTheThrottleWithRawTokens(t *testing.T) {
 	g := startLoginGateway(t, func(c *Config) { c.MaxLoginAttempts = 3 })
 	_, session := g.login(t, testPassword) // before the lock
@@ -172,12 +174,18 @@ func TestLoginFailuresShareTheThrottleWithRawTokens(t *testing.T) {
 		t.Fatalf("third failure (a raw token) = %d, want 401", s)
 	}
 	checks := g.Server.Verifier().Stats().Checks
-	resp, cookie := g.login(t, testPassword)
+	resp, cookie := g.login(t, "wrong 3")
 	if resp.StatusCode != http.StatusTooManyRequests || cookie != "" || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("right password from the locked client: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+		t.Fatalf("a new guess from the locked client: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if s := statusWith(t, noRedirect, g.URL+"/queue?token="+url.QueryEscape(testPassword), "").StatusCode; s != 429 {
-		t.Fatalf("raw token from the locked client = %d, want 429", s)
+	if resp, cookie := g.login(t, testPassword); resp.StatusCode != http.StatusFound || cookie == "" {
+		t.Fatalf("the already verified password from the locked client: %d, want 302 with a session", resp.StatusCode)
+	}
+	if s := statusWith(t, noRedirect, g.URL+"/queue?token="+url.QueryEscape(testPassword), "").StatusCode; s != 200 {
+		t.Fatalf("the already verified raw token from the locked client = %d, want 200", s)
+	}
+	if s := statusWith(t, noRedirect, g.URL+"/queue?token=another-guess", "").StatusCode; s != 429 {
+		t.Fatalf("a new raw-token guess from the locked client = %d, want 429", s)
 	}
 	if n := g.Server.Verifier().Stats().Checks - checks; n != 0 {
 		t.Fatalf("the locked client cost %d bcrypt checks", n)

@@ -75,6 +75,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		metrics: newMetrics()}
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.trusted, _ = middleware.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
+	s.public, _ = parsePublicURL(cfg.PublicURL)
 	if cfg.TLSCert != "" {
 		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, logger.With().Str("component", "tls").Logger())
 		if err != nil {
@@ -111,6 +112,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 				Window:      cfg.ThrottleWindow,
 				BaseLock:    cfg.ThrottleLock,
 				Trusted:     s.trusted,
+				PublicURL:   s.public,
 			})
 			s.throttle = loginThrottle{s.limiter}
 		}
@@ -119,11 +121,11 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			QueueLen: cfg.BcryptQueue,
 			MaxWait:  cfg.BcryptMaxWait,
 			OnWait:   s.metrics.bcryptWaited,
+			Compare:  cfg.bcryptCompare,
 		})
 		s.metrics.watchVerifier(s.verifier)
 		s.metrics.watchStore(s.store)
 	}
-	s.public, _ = parsePublicURL(cfg.PublicURL)
 	if cfg.AuthEnabled {
 		key, source, err := sessionKey(cfg)
 		if err != nil {
@@ -230,6 +232,8 @@ func (s *Server) authOptions() middleware.AuthOptions {
 	}
 	return middleware.AuthOptions{
 		Throttle:        throttle,
+		Trusted:         s.trusted,
+		PublicURL:       s.public,
 		Hashes:          s.store,
 		Verifier:        s.verifier,
 		AcceptHashToken: s.cfg.AcceptHashToken,

@@ -50,16 +50,17 @@ type bench struct {
 
 // report is everything benchmarks.json holds.
 type report struct {
-	Machine  map[string]string `json:"machine"`
-	Quick    bool              `json:"quick"`
-	Overhead []overheadCell    `json:"overhead"`
-	Flood    *floodResult      `json:"flood,omitempty"`
-	Reload   []reloadResult    `json:"reload"`
-	WS       *wsResult         `json:"websockets,omitempty"`
-	Startup  *startupResult    `json:"startup,omitempty"`
-	Targets  []target          `json:"targets"`
-	Notes    []string          `json:"notes"`
-	Elapsed  string            `json:"elapsed"`
+	Machine   map[string]string `json:"machine"`
+	Quick     bool              `json:"quick"`
+	Overhead  []overheadCell    `json:"overhead"`
+	Flood     *floodResult      `json:"flood,omitempty"`
+	Reload    []reloadResult    `json:"reload"`
+	WS        *wsResult         `json:"websockets,omitempty"`
+	Startup   *startupResult    `json:"startup,omitempty"`
+	DistFlood *distFloodResult  `json:"distributed_flood,omitempty"`
+	Targets   []target          `json:"targets"`
+	Notes     []string          `json:"notes"`
+	Elapsed   string            `json:"elapsed"`
 }
 
 type overheadCell struct {
@@ -81,7 +82,7 @@ func main() {
 	quick := flag.Bool("quick", false, "a short smoke run of every scenario (numbers not meaningful)")
 	out := flag.String("out", ".", "directory for BENCHMARKS.md and benchmarks.json")
 	keep := flag.Bool("keep", false, "keep the temporary directory with the processes' logs")
-	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup); empty runs all. "+
+	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup, distflood); empty runs all. "+
 		"A partial run's report is for comparing builds, not for committing")
 	legitEvery := flag.Duration("legit-every", 100*time.Millisecond, "how often the flood's legitimate client polls (100 ms, the goal's rate, gives 200 samples; 20ms gives 1,000 for a steadier p99)")
 	gateway := flag.String("gateway", "", "measure this prebuilt comfyui-auth binary instead of building this module's (A/B comparisons of two builds)")
@@ -204,6 +205,13 @@ func run(opts options, stdout io.Writer) error {
 	if want("startup") {
 		logf("5/5 start-up")
 		rep.Startup = b.startup(upURL, hashFile, gw.startup)
+	}
+
+	if want("distflood") {
+		logf("6/6 distributed flood")
+		if rep.DistFlood, err = b.distFlood(upURL); err != nil {
+			rep.Notes = append(rep.Notes, "distributed-flood scenario failed: "+err.Error())
+		}
 	}
 
 	rep.Targets = checkTargets(rep)
