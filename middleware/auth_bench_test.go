@@ -41,17 +41,20 @@ func benchAuth(b *testing.B) (handler http.Handler, hash, cookie string) {
 		b.Fatalf("warming the cache: %v", res.Outcome)
 	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
-	gen := store.Snapshot().Generation
 	sessions := NewSessions(SessionOptions{
 		Codec: NewSessionCodec([]byte("bench-secret-key-0123456789")), Lifetime: time.Hour,
-		Generation: func() uint64 { return gen }, Logger: zerolog.Nop(),
+		Credentials: func() (uint64, []string) {
+			snap := store.Snapshot()
+			return snap.Generation, snap.Creds.Hashes
+		},
+		Logger: zerolog.Nop(),
 	})
 	auth := Auth(AuthOptions{
 		Hashes: store, Verifier: v, AcceptHashToken: true, Sessions: sessions,
 		PublicPaths: map[string]bool{"/login": true}, LoginPath: "/login", Logger: zerolog.Nop(),
 	})(ok)
 	rec := httptest.NewRecorder()
-	sessions.Issue(rec, httptest.NewRequest(http.MethodPost, "/login", nil), gen, false)
+	sessions.IssueUser(rec, httptest.NewRequest(http.MethodPost, "/login", nil), string(h))
 	return auth, string(h), rec.Result().Cookies()[0].String()
 }
 

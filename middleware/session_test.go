@@ -1,6 +1,9 @@
 package middleware
 
 import (
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,23 +15,46 @@ type fakeClock struct{ now time.Time }
 
 func (c *fakeClock) Now() time.Time { return c.now }
 
-func newTestSessions(t *testing.T, gen *uint64, guest *bool, clock *fakeClock) *Sessions {
-	t.Helper()
-	return NewSessions(SessionOptions{
-		Codec:        NewSessionCodec([]byte("0123456789abcdef0123456789abcdef")),
-		Lifetime:     24 * time.Hour,
-		Generation:   func() uint64 { return *gen },
-		GuestEnabled: func() bool { return *guest },
-		MaxRevoked:   3,
-		Now:          clock.Now,
-	})
+const testKey = "0123456789abcdef0123456789abcdef"
+
+// testCreds is the credentials a test Sessions sees; tests change them.
+type testCreds struct {
+	gen    uint64
+	hashes []string
 }
 
-// issue returns the cookie Issue sets.
-func issue(t *testing.T, s *Sessions, gen uint64, guest bool) *http.Cookie {
+func (c *testCreds) get() (uint64, []string) { return c.gen, c.hashes }
+
+// set installs hashes as a new generation, as a reload does.
+func (c *testCreds) set(hashes ...string) { c.gen++; c.hashes = hashes }
+
+func newTestSessions(t *testing.T, creds *testCreds, guest *bool, clock *fakeClock, tweak ...func(*SessionOptions)) *Sessions {
+	t.Helper()
+	o := SessionOptions{
+		Codec:           NewSessionCodec([]byte(testKey)),
+		Lifetime:        24 * time.Hour,
+		Credentials:     creds.get,
+		GuestEnabled:    func() bool { return *guest },
+		MaxRevoked:      3,
+		MaxGuestRevoked: 3,
+		Now:             clock.Now,
+	}
+	for _, f := range tweak {
+		f(&o)
+	}
+	return NewSessions(o)
+}
+
+// issue returns the cookie IssueUser (hash != "") or IssueGuest sets.
+func issue(t *testing.T, s *Sessions, hash string) *http.Cookie {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	s.Issue(rec, httptest.NewRequest("POST", "/login", nil), gen, guest)
+	r := httptest.NewRequest("POST", "/login", nil)
+	if hash != "" {
+		s.IssueUser(rec, r, hash)
+	} else if _, ok := s.IssueGuest(rec, r); !ok {
+		t.Fatal("IssueGuest refused")
+	}
 	cookies := rec.Result().Cookies()
 	if len(cookies) != 1 {
 		t.Fatalf("Issue set %d cookies", len(cookies))
@@ -42,10 +68,22 @@ func withCookie(value string) *http.Request {
 	return r
 }
 
+func end(t *testing.T, s *Sessions, value string) {
+	t.Helper()
+	if err := s.End(httptest.NewRecorder(), withCookie(value)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func valid(s *Sessions, value string) bool {
+	_, ok := s.Authenticate(withCookie(value))
+	return ok
+}
+
 func TestSessionCookieFlags(t *testing.T) {
-	gen, guest := uint64(1), false
-	s := newTestSessions(t, &gen, &guest, &fakeClock{time.Unix(1_700_000_000, 0)})
-	c := issue(t, s, 1, false)
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, false
+	s := newTestSessions(t, creds, &guest, &fakeClock{time.Unix(1_700_000_000, 0)})
+	c := issue(t, s, "A")
 	if c.Name != SessionCookie || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Secure {
 		t.Fatalf("cookie flags: %+v", c)
 	}
@@ -65,7 +103,7 @@ func TestSessionCookieFlags(t *testing.T) {
 		want bool
 	}{"direct TLS": {tlsReq, true}, "private peer says https": {proxied, false}, "public peer says https": {public, false}} {
 		rec := httptest.NewRecorder()
-		s.Issue(rec, tc.r, 1, false)
+		s.IssueUser(rec, tc.r, "A")
 		if got := rec.Result().Cookies()[0].Secure; got != tc.want {
 			t.Errorf("%s: Secure = %v, want %v", name, got, tc.want)
 		}
@@ -73,12 +111,15 @@ func TestSessionCookieFlags(t *testing.T) {
 }
 
 func TestSessionIsRefusedWhenTamperedExpiredForeignRotatedOrRevoked(t *testing.T) {
-	gen, guest := uint64(7), true
+	creds, guest := &testCreds{}, true
 	clock := &fakeClock{time.Unix(1_700_000_000, 0)}
-	s := newTestSessions(t, &gen, &guest, clock)
-	good := issue(t, s, 7, false).Value
-	guestCookie := issue(t, s, 7, true).Value
-	foreign := NewSessionCodec([]byte("another key, another gateway....")).Encode(NewSession(clock.now, time.Hour, 7, false))
+	reset := func() { creds.set("A", "B"); guest = true; clock.now = time.Unix(1_700_000_000, 0) }
+	reset()
+	s := newTestSessions(t, creds, &guest, clock)
+	good := issue(t, s, "A").Value
+	guestCookie := issue(t, s, "").Value
+	foreign := NewSessionCodec([]byte("another key, another gateway....")).Encode(
+		NewSession(clock.now, time.Hour, NewSessionCodec([]byte("another key, another gateway....")).BindLine("A"), 1, false))
 	flipped := []byte(good)
 	flipped[3] ^= 1
 
@@ -91,19 +132,21 @@ func TestSessionIsRefusedWhenTamperedExpiredForeignRotatedOrRevoked(t *testing.T
 	}{
 		{"valid", good, nil, MethodSession, true},
 		{"valid guest", guestCookie, nil, MethodGuest, true},
+		{"reloaded, its line still loaded", good, func() { creds.set("C", "A") }, MethodSession, true},
 		{"guest mode turned off", guestCookie, func() { guest = false }, MethodNone, false},
 		{"tampered payload", string(flipped), nil, MethodNone, false},
 		{"mac cut", good[:len(good)-2], nil, MethodNone, false},
 		{"foreign key", foreign, nil, MethodNone, false},
 		{"garbage", "not-a-cookie", nil, MethodNone, false},
 		{"huge", strings.Repeat("A", 10000), nil, MethodNone, false},
-		{"hash rotated", good, func() { gen = 8 }, MethodNone, false},
-		{"no credential loaded", good, func() { gen = 0 }, MethodNone, false},
+		{"its line removed", good, func() { creds.set("B") }, MethodNone, false},
+		{"guest after any change of the lines", guestCookie, func() { creds.set("A") }, MethodNone, false},
+		{"no credential loaded", good, func() { creds.set() }, MethodNone, false},
 		{"expired", good, func() { clock.now = clock.now.Add(25 * time.Hour) }, MethodNone, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			gen, guest, clock.now = 7, true, time.Unix(1_700_000_000, 0)
+			reset()
 			if tc.before != nil {
 				tc.before()
 			}
@@ -116,57 +159,207 @@ func TestSessionIsRefusedWhenTamperedExpiredForeignRotatedOrRevoked(t *testing.T
 }
 
 func TestLogoutRevokesTheCookieValue(t *testing.T) {
-	gen, guest := uint64(1), false
-	s := newTestSessions(t, &gen, &guest, &fakeClock{time.Unix(1_700_000_000, 0)})
-	c := issue(t, s, 1, false)
-	other := issue(t, s, 1, false)
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, false
+	s := newTestSessions(t, creds, &guest, &fakeClock{time.Unix(1_700_000_000, 0)})
+	c := issue(t, s, "A")
+	other := issue(t, s, "A")
 	rec := httptest.NewRecorder()
-	s.End(rec, withCookie(c.Value))
+	if err := s.End(rec, withCookie(c.Value)); err != nil {
+		t.Fatal(err)
+	}
 	if cl := rec.Result().Cookies(); len(cl) != 1 || cl[0].MaxAge >= 0 || cl[0].Value != "" {
 		t.Fatalf("logout did not clear the cookie: %+v", cl)
 	}
-	if _, ok := s.Authenticate(withCookie(c.Value)); ok {
+	if valid(s, c.Value) {
 		t.Fatal("the cookie value replayed after logout is still accepted")
 	}
-	if _, ok := s.Authenticate(withCookie(other.Value)); !ok {
+	if !valid(s, other.Value) {
 		t.Fatal("another browser's session ended too")
 	}
 }
 
-func TestFullRevocationListEndsOlderSessionsInsteadOfForgetting(t *testing.T) {
-	gen, guest := uint64(1), false
+// TestFullListsEndTheirOwnKindOnly: MaxRevoked and MaxGuestRevoked are 3.
+// Guests churning past their bound end guest sessions only; users past
+// theirs end user sessions only; no revoked session comes back either way,
+// and both lists stay within their bounds.
+func TestFullListsEndTheirOwnKindOnly(t *testing.T) {
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, true
 	clock := &fakeClock{time.Unix(1_700_000_000, 0)}
-	s := newTestSessions(t, &gen, &guest, clock) // MaxRevoked 3
+	s := newTestSessions(t, creds, &guest, clock)
+	user := issue(t, s, "A").Value
+	standingGuest := issue(t, s, "").Value
 	var ended []string
 	for range 4 {
-		c := issue(t, s, 1, false)
-		s.End(httptest.NewRecorder(), withCookie(c.Value))
-		ended = append(ended, c.Value)
+		c := issue(t, s, "").Value
+		end(t, s, c)
+		ended = append(ended, c)
+	}
+	if !valid(s, user) {
+		t.Fatal("guests overflowing their list ended a user session")
+	}
+	if valid(s, standingGuest) {
+		t.Error("a guest session issued before the guest list overflowed is still valid")
 	}
 	for i, v := range ended {
-		if _, ok := s.Authenticate(withCookie(v)); ok {
-			t.Errorf("revoked session %d came back after the list overflowed", i)
+		if valid(s, v) {
+			t.Errorf("revoked guest session %d came back after the list overflowed", i)
 		}
 	}
-	if len(s.revoked) > 3 {
-		t.Errorf("revocation list holds %d entries, bound is 3", len(s.revoked))
+	if !valid(s, issue(t, s, "").Value) {
+		t.Error("a guest session issued after the overflow is refused")
 	}
-	clock.now = clock.now.Add(time.Second)
-	fresh := issue(t, s, 1, false)
-	if _, ok := s.Authenticate(withCookie(fresh.Value)); !ok {
-		t.Error("a session issued after the overflow is refused")
+
+	guestAfter := issue(t, s, "").Value
+	ended = ended[:0]
+	for range 4 {
+		c := issue(t, s, "A").Value
+		end(t, s, c)
+		ended = append(ended, c)
+	}
+	if valid(s, user) {
+		t.Error("a user session issued before the user list overflowed is still valid")
+	}
+	if !valid(s, guestAfter) {
+		t.Error("users overflowing their list ended a guest session")
+	}
+	for i, v := range ended {
+		if valid(s, v) {
+			t.Errorf("revoked user session %d came back after the list overflowed", i)
+		}
+	}
+	if len(s.users.Revoked) > 3 || len(s.guestsEnded) > 3 {
+		t.Errorf("lists hold %d user and %d guest entries, bound is 3", len(s.users.Revoked), len(s.guestsEnded))
+	}
+	if !valid(s, issue(t, s, "A").Value) {
+		t.Error("a user session issued after the overflow is refused")
+	}
+}
+
+// TestOnlyValidSessionsAddRevocations: replaying a logout, or logging out
+// a cookie that is already refused, adds nothing to either list.
+func TestOnlyValidSessionsAddRevocations(t *testing.T) {
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, true
+	clock := &fakeClock{time.Unix(1_700_000_000, 0)}
+	var writes int
+	s := newTestSessions(t, creds, &guest, clock, func(o *SessionOptions) {
+		o.Persist = func(RevocationState) error { writes++; return nil }
+	})
+	c := issue(t, s, "A").Value
+	for range 5 {
+		end(t, s, c)
+	}
+	end(t, s, "garbage")
+	end(t, s, NewSessionCodec([]byte("other key")).Encode(NewSession(clock.now, time.Hour, [16]byte{}, 0, false)))
+	if len(s.users.Revoked) != 1 || writes != 1 {
+		t.Fatalf("%d entries and %d writes after one logout replayed; want 1 and 1", len(s.users.Revoked), writes)
+	}
+	g := issue(t, s, "").Value
+	end(t, s, g)
+	if writes != 1 || len(s.guestsEnded) != 1 {
+		t.Fatalf("a guest logout: %d writes (want none), %d guest entries", writes, len(s.guestsEnded))
+	}
+}
+
+// TestUserRevocationsRestoredFromState plays a restart: the state Persist
+// last received starts a new Sessions. User logouts hold and other user
+// sessions live on; guest sessions from before end.
+func TestUserRevocationsRestoredFromState(t *testing.T) {
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, true
+	clock := &fakeClock{time.Unix(1_700_000_000, 0)}
+	var kept RevocationState
+	persist := func(o *SessionOptions) {
+		o.Persist = func(st RevocationState) error { kept = st; return nil }
+	}
+	first := newTestSessions(t, creds, &guest, clock, persist)
+	out, stays, g := issue(t, first, "A").Value, issue(t, first, "A").Value, issue(t, first, "").Value
+	end(t, first, out)
+	if _, ok := kept.Revoked[mustDecode(t, out).ID]; !ok || len(kept.Revoked) != 1 {
+		t.Fatalf("Persist got %v, want the one logout", kept.Revoked)
+	}
+	clock.now = clock.now.Add(time.Hour)
+	second := newTestSessions(t, &testCreds{gen: 1, hashes: []string{"A"}}, &guest, clock, persist,
+		func(o *SessionOptions) { o.State = &kept })
+	if valid(second, out) {
+		t.Error("a logged-out session came back after the restart")
+	}
+	if !valid(second, stays) {
+		t.Error("a session that was not logged out ended at the restart")
+	}
+	if valid(second, g) {
+		t.Error("a guest session survived the restart")
+	}
+	fresh := newTestSessions(t, creds, &guest, clock) // no state: a new epoch
+	if valid(fresh, stays) {
+		t.Error("without kept state, a session from before the restart is still valid")
+	}
+}
+
+func TestPersistFailureKeepsTheRevocationAndRetriesOnFlush(t *testing.T) {
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, false
+	fail := true
+	var kept RevocationState
+	s := newTestSessions(t, creds, &guest, &fakeClock{time.Unix(1_700_000_000, 0)}, func(o *SessionOptions) {
+		o.Persist = func(st RevocationState) error {
+			if fail {
+				return errors.New("disk full")
+			}
+			kept = st
+			return nil
+		}
+	})
+	c := issue(t, s, "A").Value
+	if err := s.End(httptest.NewRecorder(), withCookie(c)); err == nil {
+		t.Fatal("End hid the failed write")
+	}
+	if valid(s, c) {
+		t.Fatal("a logout whose write failed does not hold in memory")
+	}
+	fail = false
+	if err := s.Flush(); err != nil || len(kept.Revoked) != 1 {
+		t.Fatalf("Flush: %v, kept %d entries", err, len(kept.Revoked))
+	}
+}
+
+func mustDecode(t *testing.T, v string) Session {
+	t.Helper()
+	s, err := NewSessionCodec([]byte(testKey)).Decode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestOldLayoutCookieIsRefused: a version 1 cookie, correctly signed with
+// the same key, is refused rather than misread.
+func TestOldLayoutCookieIsRefused(t *testing.T) {
+	c := NewSessionCodec([]byte(testKey))
+	p := make([]byte, 1+1+16+8+8+8) // version 1: ... generation(8)
+	p[0] = 1
+	binary.BigEndian.PutUint64(p[18:26], uint64(time.Now().Unix()))
+	binary.BigEndian.PutUint64(p[26:34], uint64(time.Now().Add(time.Hour).Unix()))
+	binary.BigEndian.PutUint64(p[34:42], 1)
+	enc := base64.RawURLEncoding
+	v := enc.EncodeToString(p) + "." + enc.EncodeToString(c.mac(nil, p))
+	if _, err := c.Decode(v); err != ErrBadSession {
+		t.Fatalf("version 1 cookie: %v, want ErrBadSession", err)
 	}
 }
 
 func TestSessionCodecRoundTrip(t *testing.T) {
 	c := NewSessionCodec([]byte("k"))
-	in := NewSession(time.Unix(1_700_000_000, 0), time.Hour, 42, true)
+	in := NewSession(time.Unix(1_700_000_000, 0), time.Hour, c.BindLine("A"), 42, true)
 	out, err := c.Decode(c.Encode(in))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out != in {
 		t.Fatalf("round trip: got %+v, want %+v", out, in)
+	}
+	if c.BindLine("A") == c.BindSet([]string{"A"}) || c.BindSet([]string{"AB"}) == c.BindSet([]string{"A", "B"}) {
+		t.Fatal("bindings of different credentials collide")
+	}
+	if NewSessionCodec([]byte("k2")).BindLine("A") == c.BindLine("A") {
+		t.Fatal("the binding does not depend on the key")
 	}
 }
 
@@ -175,8 +368,8 @@ func TestSessionCodecRoundTrip(t *testing.T) {
 // session, so nothing can be smuggled in a second form).
 func FuzzDecodeSession(f *testing.F) {
 	c := NewSessionCodec([]byte("fuzz key"))
-	f.Add(c.Encode(NewSession(time.Unix(1_700_000_000, 0), time.Hour, 1, false)))
-	f.Add(c.Encode(NewSession(time.Unix(1_700_000_000, 0), time.Hour, 1, true)))
+	f.Add(c.Encode(NewSession(time.Unix(1_700_000_000, 0), time.Hour, c.BindLine("A"), 1, false)))
+	f.Add(c.Encode(NewSession(time.Unix(1_700_000_000, 0), time.Hour, c.BindSet([]string{"A"}), 1, true)))
 	f.Add("")
 	f.Add(".")
 	f.Add("AQ.AQ")

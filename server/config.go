@@ -104,6 +104,12 @@ type Config struct {
 	// random one when missing, so sessions survive restarts
 	// (--secret-key-file, COMFYUI_AUTH_SECRET_KEY_FILE).
 	SecretKeyFile string
+	// StateDir is a writable directory where the gateway keeps the users'
+	// session revocations, so logouts and sessions survive restarts, and
+	// the session key when neither SecretKey nor SecretKeyFile is set.
+	// Empty: nothing is kept, and every session ends at a restart
+	// (--state-dir, COMFYUI_AUTH_STATE_DIR).
+	StateDir string
 	// SessionExpire is a browser session's lifetime (--session-expire,
 	// SESSION_EXPIRE_HOURS as a number of hours).
 	SessionExpire time.Duration
@@ -139,6 +145,9 @@ type Config struct {
 	// bcryptCompare replaces bcrypt in the verifier; tests use it to hold a
 	// worker busy without burning real bcrypt. Not a setting.
 	bcryptCompare func(hash, token []byte) error
+	// maxRevoked and maxGuestRevoked bound the users' and the guests'
+	// revocation lists; 0 means middleware's defaults. Tests lower them.
+	maxRevoked, maxGuestRevoked int
 }
 
 // FieldError is a Config value Validate refuses. Field names the Config

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/rand"
 	"embed"
 	"encoding/hex"
 	"fmt"
@@ -96,13 +95,6 @@ func (s *Server) guestEnabled() bool {
 	}
 	_, err := os.Stat(filepath.Join(filepath.Dir(s.cfg.HashFile), "GUEST_MODE"))
 	return err == nil
-}
-
-func (s *Server) generation() uint64 {
-	if snap := s.store.Snapshot(); snap != nil {
-		return snap.Generation
-	}
-	return 0
 }
 
 func (s *Server) clientKey(r *http.Request) string {
@@ -204,15 +196,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	client := s.clientKey(r)
 
 	if r.PostForm.Get("guest_mode") == "1" {
-		gen := s.generation()
-		if !s.guestEnabled() || gen == 0 {
-			info.Reason = "login: guest mode is off"
-			http.Redirect(w, r, loginPath, http.StatusFound)
-			return
-		}
-		sess := s.sessions.Issue(w, r, gen, true)
-		s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).Msg("guest session started")
-		http.Redirect(w, r, orRoot(next), http.StatusFound)
+		s.handleGuestLogin(w, r, next)
 		return
 	}
 
@@ -236,6 +220,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 
 	res := s.verifier.VerifyFor(r.Context(), middleware.PoolClient(r, s.trusted, s.public), password)
+	if _, ok := s.matchedHash(res); res.Outcome == hashstore.Match && !ok {
+		// The credentials were reloaded during the check: check again
+		// against those in force, so the session is bound to a line that is.
+		res = s.verifier.VerifyFor(r.Context(), middleware.PoolClient(r, s.trusted, s.public), password)
+	}
 	switch res.Outcome {
 	case hashstore.Match:
 		s.loggedIn(w, r, client, next, res)
@@ -268,12 +257,23 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// loggedIn issues the session for a right password.
+// loggedIn issues the session for a right password, bound to the hash line
+// it matched. Should the credentials have been reloaded since the check, the
+// browser is asked to retry rather than get a session bound to a line that
+// may be gone.
 func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client, next string, res hashstore.Result) {
+	hash, ok := s.matchedHash(res)
+	if !ok {
+		info := middleware.InfoFrom(r)
+		info.Reason = "login: credentials reloaded during the check"
+		w.Header().Set("Retry-After", "1")
+		s.renderLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next}, http.StatusServiceUnavailable)
+		return
+	}
 	if s.throttle != nil {
 		s.throttle.Succeeded(client)
 	}
-	sess := s.sessions.Issue(w, r, res.Generation, false)
+	sess := s.sessions.IssueUser(w, r, hash)
 	middleware.InfoFrom(r).Generation = res.Generation
 	s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).
 		Uint64("generation", res.Generation).Msg("browser login")
@@ -281,10 +281,11 @@ func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client, next s
 }
 
 // handleLogout ends the session for good: the cookie value is revoked until
-// it would have expired, so a copy of it no longer works either.
+// it would have expired, so a copy of it no longer works, before or after a
+// restart (see Sessions.End; a failure to keep it on disk is logged there).
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	middleware.InfoFrom(r).Method = middleware.MethodPublic
-	s.sessions.End(w, r)
+	_ = s.sessions.End(w, r)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, loginPath, http.StatusFound)
 }
@@ -323,39 +324,4 @@ func handleAsset(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(data)
 	}
-}
-
-// sessionKey returns the key that signs session cookies: SECRET_KEY, else
-// the key file (created with a random key when missing, so restarts keep
-// sessions), else a random key for this run only.
-func sessionKey(cfg Config) (key []byte, source string, err error) {
-	if cfg.SecretKey != "" {
-		if len(cfg.SecretKey) < 16 {
-			return nil, "", fmt.Errorf("SECRET_KEY has %d characters; use at least 32 random ones, for example from `head -c 32 /dev/urandom | base64`", len(cfg.SecretKey))
-		}
-		return []byte(cfg.SecretKey), "SECRET_KEY", nil
-	}
-	if cfg.SecretKeyFile != "" {
-		data, err := os.ReadFile(cfg.SecretKeyFile)
-		if os.IsNotExist(err) {
-			fresh := make([]byte, 32)
-			_, _ = rand.Read(fresh)
-			data = []byte(hex.EncodeToString(fresh) + "\n")
-			if werr := os.WriteFile(cfg.SecretKeyFile, data, 0o600); werr != nil {
-				return nil, "", fmt.Errorf("secret key file %s does not exist and cannot be created (%v): create it with `head -c 32 /dev/urandom | base64 > %s`, or unset --secret-key-file", cfg.SecretKeyFile, werr, cfg.SecretKeyFile)
-			}
-			return []byte(strings.TrimSpace(string(data))), cfg.SecretKeyFile + " (created)", nil
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("cannot read secret key file %s: %w (check its permissions, or unset --secret-key-file)", cfg.SecretKeyFile, err)
-		}
-		k := strings.TrimSpace(string(data))
-		if len(k) < 16 {
-			return nil, "", fmt.Errorf("secret key file %s holds %d characters; put at least 32 random ones in it, for example `head -c 32 /dev/urandom | base64 > %s`", cfg.SecretKeyFile, len(k), cfg.SecretKeyFile)
-		}
-		return []byte(k), cfg.SecretKeyFile, nil
-	}
-	fresh := make([]byte, 32)
-	_, _ = rand.Read(fresh)
-	return fresh, "", nil
 }

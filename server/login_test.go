@@ -298,19 +298,19 @@ func TestExtensionsListGetsTheLogoutScript(t *testing.T) {
 func TestSessionKeySources(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "session.key")
-	k1, src, err := sessionKey(Config{SecretKeyFile: file})
+	k1, src, err := sessionKey(Config{SecretKeyFile: file}, nil)
 	if err != nil || !strings.Contains(src, "created") {
 		t.Fatalf("creating key file: %v %q", err, src)
 	}
-	k2, _, err := sessionKey(Config{SecretKeyFile: file})
+	k2, _, err := sessionKey(Config{SecretKeyFile: file}, nil)
 	if err != nil || string(k1) != string(k2) {
 		t.Fatalf("key file not reused: %v", err)
 	}
-	if _, _, err := sessionKey(Config{SecretKey: "short"}); err == nil || !strings.Contains(err.Error(), "urandom") {
+	if _, _, err := sessionKey(Config{SecretKey: "short"}, nil); err == nil || !strings.Contains(err.Error(), "urandom") {
 		t.Errorf("short SECRET_KEY: %v", err)
 	}
-	r1, src, _ := sessionKey(Config{})
-	r2, _, _ := sessionKey(Config{})
+	r1, src, _ := sessionKey(Config{}, nil)
+	r2, _, _ := sessionKey(Config{}, nil)
 	if src != "" || string(r1) == string(r2) {
 		t.Errorf("without a key, each start should get a random key")
 	}

@@ -20,26 +20,31 @@ func cookieHeader(v string) string {
 
 // TestForeignExpiredAndPreRotationCookiesAreRefused goes through the whole
 // gateway with forged and stale cookies: only a cookie signed with this
-// gateway's key, unexpired and of the credential generation in force is a
-// session; the others are refused and never reach ComfyUI.
+// gateway's key, unexpired, of the epoch in force and bound to a credential
+// line that is loaded is a session; the others are refused and never reach
+// ComfyUI.
 func TestForeignExpiredAndPreRotationCookiesAreRefused(t *testing.T) {
 	g := startLoginGateway(t, func(c *Config) { c.SecretKey = testSecretKey })
-	gen := g.Server.Store().Status().Generation
 	now := time.Now()
 	ours := middleware.NewSessionCodec([]byte(testSecretKey))
-	control := ours.Encode(middleware.NewSession(now, time.Hour, gen, false))
+	_, loggedIn := g.login(t, testPassword)
+	real, err := ours.Decode(strings.TrimPrefix(loggedIn, "Cookie: "+middleware.SessionCookie+"="))
+	must(t, err)
+	control := ours.Encode(middleware.NewSession(now, time.Hour, real.Binding, real.Epoch, false))
 	if resp := g.do(t, "GET", "/api/system_stats", nil, cookieHeader(control)); resp.StatusCode != 200 {
 		t.Fatalf("control: a cookie forged with the right key = %d, want 200 (the forgery method is wrong)", resp.StatusCode)
 	}
-	_, loggedIn := g.login(t, testPassword)
+	other := middleware.NewSessionCodec([]byte("some other gateway's key 0123456789"))
+	otherLine := ours.BindLine(lowCostHash(t, "another deployment's password"))
 
 	cases := map[string]string{
-		"signed with another key":             cookieHeader(middleware.NewSessionCodec([]byte("some other gateway's key 0123456789")).Encode(middleware.NewSession(now, time.Hour, gen, false))),
-		"expired":                             cookieHeader(ours.Encode(middleware.NewSession(now.Add(-25*time.Hour), 24*time.Hour, gen, false))),
-		"from an older credential generation": cookieHeader(ours.Encode(middleware.NewSession(now, time.Hour, gen-1, false))),
-		"from a future generation":            cookieHeader(ours.Encode(middleware.NewSession(now, time.Hour, gen+1, false))),
-		"empty":                               "Cookie: " + middleware.SessionCookie + "=",
-		"two cookies, one forged":             cookieHeader(middleware.NewSessionCodec([]byte("x-other-key-0123456789abcdef")).Encode(middleware.NewSession(now, time.Hour, gen, false))) + "; theme=dark",
+		"signed with another key":        cookieHeader(other.Encode(middleware.NewSession(now, time.Hour, real.Binding, real.Epoch, false))),
+		"expired":                        cookieHeader(ours.Encode(middleware.NewSession(now.Add(-25*time.Hour), 24*time.Hour, real.Binding, real.Epoch, false))),
+		"bound to another credential":    cookieHeader(ours.Encode(middleware.NewSession(now, time.Hour, otherLine, real.Epoch, false))),
+		"from another epoch":             cookieHeader(ours.Encode(middleware.NewSession(now, time.Hour, real.Binding, real.Epoch+1, false))),
+		"a user binding marked as guest": cookieHeader(ours.Encode(middleware.NewSession(now, time.Hour, real.Binding, real.Epoch, true))),
+		"empty":                          "Cookie: " + middleware.SessionCookie + "=",
+		"two cookies, one forged":        cookieHeader(middleware.NewSessionCodec([]byte("x-other-key-0123456789abcdef")).Encode(real)) + "; theme=dark",
 	}
 	g.Fake.Reset()
 	for name, c := range cases {

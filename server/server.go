@@ -52,6 +52,9 @@ type Server struct {
 	// metricsLn is the separate metrics listener opened by Listen, nil
 	// when cfg.MetricsListen is empty.
 	metricsLn net.Listener
+	// guestLimit counts guest logins per client (see handleGuestLogin);
+	// nil when authentication is disabled.
+	guestLimit *middleware.Throttle
 
 	// wsCtx is cancelled at shutdown to close proxied websockets, which
 	// http.Server.Shutdown does not track once hijacked.
@@ -127,23 +130,17 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 		s.metrics.watchStore(s.store)
 	}
 	if cfg.AuthEnabled {
-		key, source, err := sessionKey(cfg)
+		sessions, err := s.newSessions()
 		if err != nil {
 			return nil, err
 		}
-		if source == "" {
-			logger.Warn().Msg("no SECRET_KEY or --secret-key-file: sessions are signed with a random key for this run only, so every browser must log in again after a restart")
-		} else {
-			logger.Info().Str("source", source).Msg("session signing key loaded")
-		}
-		s.sessions = middleware.NewSessions(middleware.SessionOptions{
-			Codec:        middleware.NewSessionCodec(key),
-			Lifetime:     cfg.SessionExpire,
-			Generation:   s.generation,
-			GuestEnabled: s.guestEnabled,
-			SecureOrigin: s.public != nil && s.public.Scheme == "https",
-			IsHTTPS:      s.isHTTPS,
-			Logger:       logger.With().Str("component", "sessions").Logger(),
+		s.sessions = sessions
+		s.guestLimit = middleware.NewThrottle(middleware.ThrottleOptions{
+			MaxFailures: guestLoginBurst,
+			Window:      guestLoginWindow,
+			BaseLock:    guestLoginLock,
+			MaxLock:     guestLoginMaxLock,
+			Trusted:     s.trusted,
 		})
 	}
 	s.metrics.watchWebsockets(s.OpenWebsockets)
@@ -434,6 +431,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.logger.Warn().Err(err).Msg("drain bound reached; closing the remaining connections")
 		_ = srv.Close()
+	}
+	if s.sessions != nil {
+		_ = s.sessions.Flush() // a logout whose write failed gets one more try; logged on failure
 	}
 	s.logger.Info().Msg("stopped")
 	return nil
