@@ -44,15 +44,15 @@ const (
 // openStateDir creates dir (0700) when missing and tightens a looser mode,
 // since it may hold the session key.
 func openStateDir(dir string, logger zerolog.Logger) (*stateDir, error) {
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("state directory %s is not a directory: point --state-dir (COMFYUI_AUTH_STATE_DIR) at a directory the gateway may write", dir)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s cannot be created (%v): create it, writable by the gateway's user (uid %d), or unset --state-dir (COMFYUI_AUTH_STATE_DIR)", dir, unwrapPath(err), os.Geteuid())
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s cannot be read (%v): make it readable by the gateway's user (uid %d)", dir, unwrapPath(err), os.Geteuid())
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("state directory %s is not a directory: point --state-dir (COMFYUI_AUTH_STATE_DIR) at a directory the gateway may write", dir)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		if err := os.Chmod(dir, 0o700); err != nil {

@@ -27,6 +27,7 @@ func TestServeConfigFlagBeatsEnvironmentBeatsDefault(t *testing.T) {
 		"COMFYUI_AUTH_POLL_INTERVAL":   "3",
 		"COMFYUI_AUTH_BCRYPT_MAX_WAIT": "750ms",
 		"QWEN_API_TOKEN":               "from-qwen",
+		"COMFYUI_AUTH_STATE_DIR":       "/var/lib/comfyui-auth",
 	})
 	cfg, err = loadServeConfig([]string{"--listen", "127.0.0.1:9001"}, env, io.Discard)
 	if err != nil {
@@ -40,6 +41,13 @@ func TestServeConfigFlagBeatsEnvironmentBeatsDefault(t *testing.T) {
 	}
 	if cfg.ServerToken != "from-qwen" || cfg.ServerTokenVar != "QWEN_API_TOKEN" {
 		t.Errorf("server token from %q", cfg.ServerTokenVar)
+	}
+	if cfg.StateDir != "/var/lib/comfyui-auth" {
+		t.Errorf("state dir from COMFYUI_AUTH_STATE_DIR: %q", cfg.StateDir)
+	}
+	cfg, err = loadServeConfig([]string{"--state-dir", "/srv/state"}, env, io.Discard)
+	if err != nil || cfg.StateDir != "/srv/state" {
+		t.Errorf("--state-dir did not win: %q %v", cfg.StateDir, err)
 	}
 }
 

@@ -76,6 +76,8 @@ var settings = []setting{
 		help: "hash file re-read interval besides fsnotify events"},
 	{flag: "upstream-timeout", env: env1("COMFYUI_AUTH_UPSTREAM_TIMEOUT"), def: "120s", field: "UpstreamTimeout",
 		help: "longest wait for ComfyUI's response headers before 504"},
+	{flag: "state-dir", env: env1("COMFYUI_AUTH_STATE_DIR"), field: "StateDir",
+		help: "writable directory keeping logouts, and the session key when none is given, so sessions survive restarts; empty: every session ends at a restart"},
 	{flag: "secret-key-file", env: env1("COMFYUI_AUTH_SECRET_KEY_FILE"), field: "SecretKeyFile",
 		help: "file with the session signing key, created when missing (SECRET_KEY wins)"},
 	{env: env1("SECRET_KEY"), field: "SecretKey",
