@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -382,4 +383,49 @@ func FuzzDecodeSession(f *testing.F) {
 			t.Fatalf("accepted %q, which re-encodes as %q", v, again)
 		}
 	})
+}
+
+// TestConcurrentLogoutsAllReachPersist: logouts racing each other share
+// writes, and each returns only once a write holding it has succeeded.
+func TestConcurrentLogoutsAllReachPersist(t *testing.T) {
+	creds, guest := &testCreds{gen: 1, hashes: []string{"A"}}, false
+	var mu sync.Mutex
+	var kept RevocationState
+	writes := 0
+	s := newTestSessions(t, creds, &guest, &fakeClock{time.Unix(1_700_000_000, 0)}, func(o *SessionOptions) {
+		o.MaxRevoked = 100
+		o.Persist = func(st RevocationState) error {
+			mu.Lock()
+			defer mu.Unlock()
+			kept, writes = st, writes+1
+			return nil
+		}
+	})
+	const n = 50
+	cookies := make([]string, n)
+	for i := range cookies {
+		cookies[i] = issue(t, s, "A").Value
+	}
+	var wg sync.WaitGroup
+	for _, c := range cookies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.End(httptest.NewRecorder(), withCookie(c)); err != nil {
+				t.Error(err)
+			}
+			// Returned: a write that holds this logout has happened.
+			id := mustDecode(t, c).ID
+			mu.Lock()
+			_, ok := kept.Revoked[id]
+			mu.Unlock()
+			if !ok {
+				t.Error("End returned before its revocation was persisted")
+			}
+		}()
+	}
+	wg.Wait()
+	if len(kept.Revoked) != n || writes > n {
+		t.Fatalf("persisted %d of %d revocations in %d writes", len(kept.Revoked), n, writes)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 const testPassword = "a browser password"
@@ -308,6 +310,22 @@ func TestSessionKeySources(t *testing.T) {
 	}
 	if _, _, err := sessionKey(Config{SecretKey: "short"}, nil); err == nil || !strings.Contains(err.Error(), "urandom") {
 		t.Errorf("short SECRET_KEY: %v", err)
+	}
+	state := filepath.Join(dir, "state")
+	sd, err := openStateDir(state, zerolog.Nop())
+	must(t, err)
+	s1, src, err := sessionKey(Config{}, sd)
+	if err != nil || !strings.Contains(src, "created") {
+		t.Fatalf("creating the key in the state dir: %v %q", err, src)
+	}
+	if s2, _, _ := sessionKey(Config{}, sd); string(s2) != string(s1) {
+		t.Fatal("the state dir's key is not reused")
+	}
+	if k, _, _ := sessionKey(Config{SecretKey: "a-given-key-0123456789"}, sd); string(k) != "a-given-key-0123456789" {
+		t.Error("SECRET_KEY does not win over the state dir's key")
+	}
+	if fi, err := os.Stat(filepath.Join(state, stateKeyFileName)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("state dir key file: %v %v", err, fi)
 	}
 	r1, src, _ := sessionKey(Config{}, nil)
 	r2, _, _ := sessionKey(Config{}, nil)

@@ -64,16 +64,27 @@ func TestForeignExpiredAndPreRotationCookiesAreRefused(t *testing.T) {
 }
 
 // TestSessionsFromBeforeAKeyChangeAreRefused: a gateway restarted with a new
-// SECRET_KEY refuses every cookie the old key signed.
+// SECRET_KEY refuses every cookie the old key signed, though it keeps its
+// state directory and credential; restarted with the same key, it accepts
+// them.
 func TestSessionsFromBeforeAKeyChangeAreRefused(t *testing.T) {
 	content := lowCostHash(t, testPassword)
-	g := startGateway(t, gatewayOpts{hashContent: &content, configure: func(c *Config) { c.SecretKey = testSecretKey }})
+	state := t.TempDir()
+	withKey := func(key string) gatewayOpts {
+		return gatewayOpts{hashContent: &content, configure: func(c *Config) { c.SecretKey = key; c.StateDir = state }}
+	}
+	g := startGateway(t, withKey(testSecretKey))
 	_, cookie := g.login(t, testPassword)
 	if resp := g.do(t, "GET", "/api/system_stats", nil, cookie); resp.StatusCode != 200 {
-		t.Fatalf("session before the key change: %d", resp.StatusCode)
+		t.Fatalf("session before the restart: %d", resp.StatusCode)
 	}
 	g.Stop()
-	g2 := startGateway(t, gatewayOpts{hashContent: &content, configure: func(c *Config) { c.SecretKey = testSecretKey + "-rotated" }})
+	same := startGateway(t, withKey(testSecretKey))
+	if resp := same.do(t, "GET", "/api/system_stats", nil, cookie); resp.StatusCode != 200 {
+		t.Fatalf("control: the session after a restart with the same key = %d, want 200", resp.StatusCode)
+	}
+	same.Stop()
+	g2 := startGateway(t, withKey(testSecretKey+"-rotated"))
 	if resp := g2.do(t, "GET", "/api/system_stats", nil, cookie); resp.StatusCode != 401 {
 		t.Fatalf("old-key cookie after the key change: %d, want 401", resp.StatusCode)
 	}
