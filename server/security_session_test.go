@@ -225,3 +225,29 @@ func TestLoginFailuresShareTheThrottleWithRawTokens(t *testing.T) {
 		rememberSecret(c.Value)
 	}
 }
+
+// TestSessionLivesWhileItsHashLineIsLoaded: a rotation that adds a second
+// hash keeps the sessions of the first (`token rotate`), one that retires
+// the first ends them, and a session logged in with the second password
+// lives on.
+func TestSessionLivesWhileItsHashLineIsLoaded(t *testing.T) {
+	first, second := lowCostHash(t, testPassword), lowCostHash(t, "the next password")
+	g := startGateway(t, gatewayOpts{hashContent: &first})
+	_, old := g.login(t, testPassword)
+	must(t, os.WriteFile(g.HashFile, []byte(second+"\n"+first+"\n"), 0o644))
+	eventually(t, 10*time.Second, "the second hash is loaded", func() bool {
+		_, c := g.login(t, "the next password")
+		return c != ""
+	})
+	_, next := g.login(t, "the next password")
+	if code := g.do(t, "GET", "/api/system_stats", nil, old).StatusCode; code != 200 {
+		t.Fatalf("a session of the line kept by the rotation = %d, want 200", code)
+	}
+	must(t, os.WriteFile(g.HashFile, []byte(second+"\n"), 0o644))
+	eventually(t, 10*time.Second, "the retired line's session is refused", func() bool {
+		return g.do(t, "GET", "/api/system_stats", nil, old).StatusCode == 401
+	})
+	if code := g.do(t, "GET", "/api/system_stats", nil, next).StatusCode; code != 200 {
+		t.Fatalf("a session of the line still loaded = %d, want 200", code)
+	}
+}
