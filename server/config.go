@@ -97,12 +97,13 @@ type Config struct {
 	TLSCert string
 	TLSKey  string
 	// SecretKey signs browser session cookies (SECRET_KEY; no flag, so it
-	// never shows in the process list). Empty: SecretKeyFile, else a random
-	// key per start, which logs every browser out on restart.
+	// never shows in the process list). Empty: SecretKeyFile, else the key
+	// kept in StateDir, else a random key per start.
 	SecretKey string
 	// SecretKeyFile holds the session signing key, and is created with a
-	// random one when missing, so sessions survive restarts
-	// (--secret-key-file, COMFYUI_AUTH_SECRET_KEY_FILE).
+	// random one when missing, so restarts keep the key; sessions survive
+	// them only with StateDir (--secret-key-file,
+	// COMFYUI_AUTH_SECRET_KEY_FILE).
 	SecretKeyFile string
 	// StateDir is a writable directory where the gateway keeps the users'
 	// session revocations, so logouts and sessions survive restarts, and
