@@ -103,7 +103,6 @@ func TestIdleConnectionsMakeRoomAtTheBound(t *testing.T) {
 		c.ReadHeaderTimeout = time.Minute
 	}})
 	// Four idle keep-alive connections from 127.0.0.2.
-	var idle []*bufio.Reader
 	for i := 0; i < 4; i++ {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
 		c, err := d.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
@@ -118,7 +117,6 @@ func TestIdleConnectionsMakeRoomAtTheBound(t *testing.T) {
 			t.Fatalf("keep-alive request %d: %v", i, err)
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
-		idle = append(idle, br)
 	}
 	eventually(t, 10*time.Second, "four idle connections", func() bool { return idleConns(g.Server.conns) == 4 })
 	// 127.0.0.1 still gets in: idle connections make room.

@@ -217,18 +217,16 @@ type wsFrame struct {
 func readFrame(t *testing.T, c *websocket.Conn) (wsFrame, bool) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(15 * time.Second))
-	for {
-		mt, b, err := c.ReadMessage()
-		if err != nil {
-			t.Fatalf("websocket read: %v", err)
-		}
-		if mt != websocket.TextMessage {
-			return wsFrame{Type: "binary"}, true
-		}
-		var f wsFrame
-		_ = json.Unmarshal(b, &f)
-		return f, true
+	mt, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatalf("websocket read: %v", err)
 	}
+	if mt != websocket.TextMessage {
+		return wsFrame{Type: "binary"}, true
+	}
+	var f wsFrame
+	_ = json.Unmarshal(b, &f)
+	return f, true
 }
 
 // TestGuestCannotLearnOrTakeOverAnotherClient: a guest does not see other

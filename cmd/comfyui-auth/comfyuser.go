@@ -188,7 +188,8 @@ func lockDown(s *supervisor, dir, what string) {
 	if st.Uid == 0 && st.Gid == 0 && fi.Mode().Perm() == 0o700 {
 		return
 	}
-	if err := os.Lchown(dir, 0, 0); err == nil {
+	err = os.Lchown(dir, 0, 0)
+	if err == nil {
 		err = os.Chmod(dir, 0o700)
 	}
 	if err != nil {
