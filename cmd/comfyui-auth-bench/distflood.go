@@ -155,7 +155,7 @@ func (b *bench) distFlood(upURL string) (*distFloodResult, error) {
 		newcomer := &http.Client{Transport: newTransport(1, net.ParseIP(fmt.Sprintf("127.0.1.%d", 1+i))), Timeout: 30 * time.Second}
 		// Like a real client, the newcomer retries a 503 after its
 		// Retry-After (1 s), for up to 10 s; the try's latency is to the
-		// first 200, as in the "answered 200 within a few seconds".
+		// first 200: the target is "answered 200 within a few seconds".
 		t := time.Now()
 		code, attempts := 0, 0
 		for time.Since(t) < 10*time.Second {

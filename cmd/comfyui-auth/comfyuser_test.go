@@ -95,7 +95,7 @@ func TestStopSignalsReachUnprivilegedComfyUI(t *testing.T) {
 }
 
 // secretLayout builds the container's layout in a temp dir: a workspace
-// written by root (as the old image left it), the secrets mounted under a
+// written by root (as an image running ComfyUI as root leaves it), the secrets mounted under a
 // 0700 root directory with host modes that ComfyUI's uid would otherwise
 // pass (owned by that uid, 0600, and a world-readable file), and a state
 // directory.
