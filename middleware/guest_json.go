@@ -138,7 +138,7 @@ func serveRedacted(w http.ResponseWriter, r *http.Request, next http.Handler, g 
 	var err error
 	if enc := rec.header.Get("Content-Encoding"); enc != "" && enc != "identity" {
 		err = errors.New("encoded with " + enc)
-	} else if r.URL.EscapedPath() == "/queue" || r.URL.EscapedPath() == "/api/queue" {
+	} else if p, _ := comfyPath(r.URL.EscapedPath()); p == "/queue" || p == "/api/queue" {
 		out, err = redactQueue(rec.buf.Bytes(), g)
 	} else {
 		out, err = redactHistory(rec.buf.Bytes(), g)

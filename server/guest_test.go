@@ -345,3 +345,31 @@ func TestLoginPageStatesWhatGuestsMayDo(t *testing.T) {
 		t.Error("the login page still makes the old, broader promise")
 	}
 }
+
+// TestGuestEncodedPathsAreJudgedAsComfyUIMatchesThem: ComfyUI's router
+// (aiohttp 3.11) decodes every escape but %2F and %25 before matching, so
+// /userdat%61/comfy.settings.json is its /userdata route. A guest's path is
+// judged decoded the same way: closed routes stay closed under any spelling.
+func TestGuestEncodedPathsAreJudgedAsComfyUIMatchesThem(t *testing.T) {
+	g, guest := guestGateway(t, fakecomfy.Options{})
+	for _, p := range []string{
+		"/userdat%61/comfy.settings.json", "/%75serdata/workflows%2Fa.json", "/%61pi/userdata/workflows%2Fa.json",
+		"/api/userdat%61/comfy.settings.json", "/int%65rnal/logs.json", "/api/%69nternal/logs",
+		"/scripts/%2e%2e/userdata/a.json",
+	} {
+		g.Fake.Reset()
+		resp := g.do(t, "GET", p, nil, guest)
+		if b := readBody(t, resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(b, "guests may look") {
+			t.Errorf("guest GET %s = %d %s, want 403 with the reason", p, resp.StatusCode, b)
+		}
+		if n := len(g.Fake.Requests()); n != 0 {
+			t.Errorf("guest GET %s reached ComfyUI", p)
+		}
+	}
+	// Encoded spellings of allowed reads still work, /queue still redacted.
+	for _, p := range []string{"/api/system_st%61ts", "/%61pi/queue", "/scripts/%61pp.js"} {
+		if resp := g.do(t, "GET", p, nil, guest); resp.StatusCode == http.StatusForbidden {
+			t.Errorf("guest GET %s = 403, want it passed", p)
+		}
+	}
+}
