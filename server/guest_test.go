@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"image"
 	"image/png"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -370,6 +371,29 @@ func TestGuestEncodedPathsAreJudgedAsComfyUIMatchesThem(t *testing.T) {
 	for _, p := range []string{"/api/system_st%61ts", "/%61pi/queue", "/scripts/%61pp.js"} {
 		if resp := g.do(t, "GET", p, nil, guest); resp.StatusCode == http.StatusForbidden {
 			t.Errorf("guest GET %s = 403, want it passed", p)
+		}
+	}
+}
+
+// TestGuestPromptCannotSmuggleKeysThroughACharset: ComfyUI (aiohttp) decodes
+// a JSON body with the charset its Content-Type names, so under
+// charset=utf-7 the key "+AGY-ront" is "front" and "prompt+AF8-id" is
+// "prompt_id" to ComfyUI while the gateway, reading UTF-8, sees other keys.
+// The gateway forwards the prompt it checked as plain UTF-8 JSON.
+func TestGuestPromptCannotSmuggleKeysThroughACharset(t *testing.T) {
+	g, guest := guestGateway(t, fakecomfy.Options{})
+	for _, ct := range []string{"application/json; charset=utf-7", "text/plain; charset=UTF-16", "application/json;charset=latin-1"} {
+		g.Fake.Reset()
+		resp := g.do(t, "POST", "/api/prompt", []byte(`{"prompt":{"1":{"class_type":"SaveImage","inputs":{}}},"+AGY-ront":true,"prompt+AF8-id":"chosen"}`),
+			guest, "Origin: "+g.URL, "Content-Type: "+ct)
+		readBody(t, resp)
+		rec, ok := g.Fake.LastRequest("/api/prompt")
+		if !ok {
+			continue // refused before ComfyUI: nothing smuggled
+		}
+		got := rec.Header.Get("Content-Type")
+		if _, params, err := mime.ParseMediaType(got); err != nil || params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8") {
+			t.Errorf("guest prompt sent as %q reached ComfyUI as %q: ComfyUI would decode it in another charset than the gateway checked", ct, got)
 		}
 	}
 }
