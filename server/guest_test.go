@@ -379,7 +379,8 @@ func TestGuestEncodedPathsAreJudgedAsComfyUIMatchesThem(t *testing.T) {
 // a JSON body with the charset its Content-Type names, so under
 // charset=utf-7 the key "+AGY-ront" is "front" and "prompt+AF8-id" is
 // "prompt_id" to ComfyUI while the gateway, reading UTF-8, sees other keys.
-// The gateway forwards the prompt it checked as plain UTF-8 JSON.
+// The gateway forwards the prompt it checked as plain UTF-8 JSON, and an
+// upload's rewrite without the guest's Content-Encoding.
 func TestGuestPromptCannotSmuggleKeysThroughACharset(t *testing.T) {
 	g, guest := guestGateway(t, fakecomfy.Options{})
 	for _, ct := range []string{"application/json; charset=utf-7", "text/plain; charset=UTF-16", "application/json;charset=latin-1"} {
@@ -395,5 +396,13 @@ func TestGuestPromptCannotSmuggleKeysThroughACharset(t *testing.T) {
 		if _, params, err := mime.ParseMediaType(got); err != nil || params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8") {
 			t.Errorf("guest prompt sent as %q reached ComfyUI as %q: ComfyUI would decode it in another charset than the gateway checked", ct, got)
 		}
+	}
+	// An upload is rewritten as the gateway checked it, in plain bytes:
+	// a Content-Encoding the guest named must not make ComfyUI inflate it.
+	g.Fake.Reset()
+	body, ct := uploadForm(t, "encoded.png", pngBytes)
+	readBody(t, g.do(t, "POST", "/upload/image", body, guest, "Origin: "+g.URL, ct, "Content-Encoding: deflate"))
+	if rec, ok := g.Fake.LastRequest("/upload/image"); ok && rec.Header.Get("Content-Encoding") != "" {
+		t.Errorf("guest upload reached ComfyUI with Content-Encoding %q over the gateway's plain rewrite", rec.Header.Get("Content-Encoding"))
 	}
 }
