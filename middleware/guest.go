@@ -139,6 +139,10 @@ var staticSuffixes = []string{
 // guestRuleFor decides what a guest's request is, from its method and raw
 // path; the reason explains a refusal.
 func guestRuleFor(method, path string) (guestRule, string) {
+	path, ok := comfyPath(path)
+	if !ok {
+		return guestRefused, "the path is not validly percent-encoded"
+	}
 	// Reasons name the path without /api, so both twins answer alike.
 	core, api := path, false
 	if rest, ok := strings.CutPrefix(path, "/api/"); ok {
@@ -180,6 +184,48 @@ func guestRuleFor(method, path string) (guestRule, string) {
 		}
 	}
 	return guestRefused, method + " " + core + " changes ComfyUI"
+}
+
+// comfyPath decodes an escaped request path as ComfyUI's router (aiohttp
+// 3.11, yarl's path_safe) does before matching routes: every escape but %2F
+// and %25, so /userdat%61 is /userdata there and must be judged as such
+// here. ok is false for a malformed escape.
+func comfyPath(escaped string) (string, bool) {
+	if !strings.Contains(escaped, "%") {
+		return escaped, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(escaped); i++ {
+		if escaped[i] != '%' {
+			b.WriteByte(escaped[i])
+			continue
+		}
+		if i+2 >= len(escaped) || !isHexDigit(escaped[i+1]) || !isHexDigit(escaped[i+2]) {
+			return "", false
+		}
+		c := unhex(escaped[i+1])<<4 | unhex(escaped[i+2])
+		if c == '/' || c == '%' {
+			b.WriteString(strings.ToUpper(escaped[i : i+3]))
+		} else {
+			b.WriteByte(c)
+		}
+		i += 2
+	}
+	return b.String(), true
+}
+
+func isHexDigit(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 func readable(core string) bool {

@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -125,6 +126,31 @@ func FuzzGuestPrompt(f *testing.F) {
 			if _, ok := m[k]; ok {
 				t.Fatalf("%s passed on", k)
 			}
+		}
+	})
+}
+
+// FuzzComfyPath: comfyPath agrees with url.PathUnescape wherever no %2F or
+// %25 is involved, keeps those two encoded, and never panics.
+func FuzzComfyPath(f *testing.F) {
+	for _, s := range []string{"/userdat%61/a.json", "/userdata/a%2fb.json", "/%2561", "/%", "/%6", "/%zz", "/plain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, escaped string) {
+		got, ok := comfyPath(escaped)
+		want, err := url.PathUnescape(escaped)
+		if ok != (err == nil) {
+			t.Fatalf("comfyPath(%q) ok=%v, PathUnescape err=%v", escaped, ok, err)
+		}
+		if !ok {
+			return
+		}
+		upper := strings.ToUpper(escaped)
+		if !strings.Contains(upper, "%2F") && !strings.Contains(upper, "%25") && got != want {
+			t.Fatalf("comfyPath(%q) = %q, want %q", escaped, got, want)
+		}
+		if back, _ := url.PathUnescape(got); back != want {
+			t.Fatalf("comfyPath(%q) = %q does not unescape to %q", escaped, got, want)
 		}
 	})
 }

@@ -78,6 +78,8 @@ func writeObject(ms []member) []byte {
 // servePrompt rewrites a guest's POST /prompt: client_id becomes the
 // guest's own (a prompt without one would have its progress and previews
 // broadcast to every client), and number, front and prompt_id are dropped.
+// It goes on as `Content-Type: application/json`, whatever charset the
+// guest named, so ComfyUI reads the keys the gateway checked.
 func servePrompt(w http.ResponseWriter, r *http.Request, next http.Handler, g guestClient) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxGuestPromptBytes+1))
 	if err != nil {
@@ -110,6 +112,11 @@ func servePrompt(w http.ResponseWriter, r *http.Request, next http.Handler, g gu
 	r2.Body = io.NopCloser(bytes.NewReader(out))
 	r2.ContentLength = int64(len(out))
 	r2.Header.Set("Content-Length", strconv.Itoa(len(out)))
+	// ComfyUI decodes the body with the charset and encoding the headers
+	// name: under charset=utf-7, "+AGY-ront" would be "front" there. The
+	// body is now the gateway's own UTF-8 JSON, and is labelled so.
+	r2.Header.Set("Content-Type", "application/json")
+	r2.Header.Del("Content-Encoding")
 	next.ServeHTTP(w, r2)
 }
 
@@ -138,7 +145,7 @@ func serveRedacted(w http.ResponseWriter, r *http.Request, next http.Handler, g 
 	var err error
 	if enc := rec.header.Get("Content-Encoding"); enc != "" && enc != "identity" {
 		err = errors.New("encoded with " + enc)
-	} else if r.URL.EscapedPath() == "/queue" || r.URL.EscapedPath() == "/api/queue" {
+	} else if p, _ := comfyPath(r.URL.EscapedPath()); p == "/queue" || p == "/api/queue" {
 		out, err = redactQueue(rec.buf.Bytes(), g)
 	} else {
 		out, err = redactHistory(rec.buf.Bytes(), g)

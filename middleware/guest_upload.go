@@ -76,6 +76,8 @@ func guardUpload(w http.ResponseWriter, r *http.Request, next http.Handler) {
 	r2.Body = pr
 	r2.ContentLength = -1
 	r2.Header.Del("Content-Length")
+	// The body is the rewrite, in plain bytes: ComfyUI must not inflate it.
+	r2.Header.Del("Content-Encoding")
 	cw := &refusalWriter{ResponseWriter: w, r: r, refused: func() *guestErr {
 		mu.Lock()
 		defer mu.Unlock()

@@ -20,8 +20,10 @@ import (
 //
 // /healthz and /readyz are not here: the router answers them itself for every
 // method (GET and HEAD, 405 for the rest), so they never reach Auth or the
-// proxy. Paths are matched on the raw (escaped) form, the form ComfyUI routes
-// on, so `%2e%2e` or `%2F` cannot make another path look like a listed one.
+// proxy. Paths are matched exactly on the raw (escaped) form: ComfyUI
+// decodes escapes before routing, but a spelling such as /log%69n is simply
+// not public here, so `%2e%2e` or `%2F` cannot make another path look like a
+// listed one.
 func IsPublic(r *http.Request, extra map[string]bool) bool {
 	return extra[r.URL.EscapedPath()]
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"image"
 	"image/png"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -343,5 +344,65 @@ func TestLoginPageStatesWhatGuestsMayDo(t *testing.T) {
 	}
 	if strings.Contains(page, "cannot change settings or files") {
 		t.Error("the login page still makes the old, broader promise")
+	}
+}
+
+// TestGuestEncodedPathsAreJudgedAsComfyUIMatchesThem: ComfyUI's router
+// (aiohttp 3.11) decodes every escape but %2F and %25 before matching, so
+// /userdat%61/comfy.settings.json is its /userdata route. A guest's path is
+// judged decoded the same way: closed routes stay closed under any spelling.
+func TestGuestEncodedPathsAreJudgedAsComfyUIMatchesThem(t *testing.T) {
+	g, guest := guestGateway(t, fakecomfy.Options{})
+	for _, p := range []string{
+		"/userdat%61/comfy.settings.json", "/%75serdata/workflows%2Fa.json", "/%61pi/userdata/workflows%2Fa.json",
+		"/api/userdat%61/comfy.settings.json", "/int%65rnal/logs.json", "/api/%69nternal/logs",
+		"/scripts/%2e%2e/userdata/a.json",
+	} {
+		g.Fake.Reset()
+		resp := g.do(t, "GET", p, nil, guest)
+		if b := readBody(t, resp); resp.StatusCode != http.StatusForbidden || !strings.Contains(b, "guests may look") {
+			t.Errorf("guest GET %s = %d %s, want 403 with the reason", p, resp.StatusCode, b)
+		}
+		if n := len(g.Fake.Requests()); n != 0 {
+			t.Errorf("guest GET %s reached ComfyUI", p)
+		}
+	}
+	// Encoded spellings of allowed reads still work, /queue still redacted.
+	for _, p := range []string{"/api/system_st%61ts", "/%61pi/queue", "/scripts/%61pp.js"} {
+		if resp := g.do(t, "GET", p, nil, guest); resp.StatusCode == http.StatusForbidden {
+			t.Errorf("guest GET %s = 403, want it passed", p)
+		}
+	}
+}
+
+// TestGuestPromptCannotSmuggleKeysThroughACharset: ComfyUI (aiohttp) decodes
+// a JSON body with the charset its Content-Type names, so under
+// charset=utf-7 the key "+AGY-ront" is "front" and "prompt+AF8-id" is
+// "prompt_id" to ComfyUI while the gateway, reading UTF-8, sees other keys.
+// The gateway forwards the prompt it checked as plain UTF-8 JSON, and an
+// upload's rewrite without the guest's Content-Encoding.
+func TestGuestPromptCannotSmuggleKeysThroughACharset(t *testing.T) {
+	g, guest := guestGateway(t, fakecomfy.Options{})
+	for _, ct := range []string{"application/json; charset=utf-7", "text/plain; charset=UTF-16", "application/json;charset=latin-1"} {
+		g.Fake.Reset()
+		resp := g.do(t, "POST", "/api/prompt", []byte(`{"prompt":{"1":{"class_type":"SaveImage","inputs":{}}},"+AGY-ront":true,"prompt+AF8-id":"chosen"}`),
+			guest, "Origin: "+g.URL, "Content-Type: "+ct)
+		readBody(t, resp)
+		rec, ok := g.Fake.LastRequest("/api/prompt")
+		if !ok {
+			continue // refused before ComfyUI: nothing smuggled
+		}
+		got := rec.Header.Get("Content-Type")
+		if _, params, err := mime.ParseMediaType(got); err != nil || params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8") {
+			t.Errorf("guest prompt sent as %q reached ComfyUI as %q: ComfyUI would decode it in another charset than the gateway checked", ct, got)
+		}
+	}
+	// An upload is rewritten as the gateway checked it, in plain bytes:
+	// a Content-Encoding the guest named must not make ComfyUI inflate it.
+	g.Fake.Reset()
+	body, ct := uploadForm(t, "encoded.png", pngBytes)
+	readBody(t, g.do(t, "POST", "/upload/image", body, guest, "Origin: "+g.URL, ct, "Content-Encoding: deflate"))
+	if rec, ok := g.Fake.LastRequest("/upload/image"); ok && rec.Header.Get("Content-Encoding") != "" {
+		t.Errorf("guest upload reached ComfyUI with Content-Encoding %q over the gateway's plain rewrite", rec.Header.Get("Content-Encoding"))
 	}
 }

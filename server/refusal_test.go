@@ -82,6 +82,8 @@ func TestRefusalOfAnUnsentBodyIsAnsweredAtOnceAndClosed(t *testing.T) {
 		{"no credentials", "POST /prompt HTTP/1.1\nHost: gw\nContent-Type: application/json\nContent-Length: 200000", "", 401},
 		{"wrong hash token form", "POST /upload/image HTTP/1.1\nHost: gw\nAuthorization: Basic eDp5\nContent-Length: 200000", "", 401},
 		{"chunked, no chunk", "POST /prompt HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked", "", 401},
+		{"expect 100-continue", "POST /prompt HTTP/1.1\nHost: gw\nExpect: 100-continue\nContent-Length: 200000", "", 401},
+		{"chunked, one chunk of many", "POST /upload/image HTTP/1.1\nHost: gw\nTransfer-Encoding: chunked\n\n10000\nabc", "", 401},
 		{"cross-site session write", "POST /prompt HTTP/1.1\nHost: gw\nOrigin: http://evil.example\nCookie: " + cookie + "\nContent-Length: 200000", "", 403},
 		{"login form too large", "POST /login HTTP/1.1\nHost: gw\nContent-Type: application/x-www-form-urlencoded\nContent-Length: 200000", "", 413},
 		{"login form never sent", "POST /login HTTP/1.1\nHost: gw\nContent-Type: application/x-www-form-urlencoded\nContent-Length: 100", "", 408},
