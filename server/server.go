@@ -51,8 +51,11 @@ type Server struct {
 	// http.Server.Shutdown does not track once hijacked.
 	wsCtx    context.Context
 	wsCancel context.CancelFunc
-	wsOpen   sync.WaitGroup
-	wsCount  atomic.Int64
+	// upstreamPool is the proxy's connection pool to ComfyUI, closed when
+	// Serve returns.
+	upstreamPool *syncTransport
+	wsOpen       sync.WaitGroup
+	wsCount      atomic.Int64
 }
 
 // New validates cfg, loads the credentials and builds the handler. It does
@@ -171,7 +174,8 @@ func (s *Server) routes() http.Handler {
 		r.Head(assetPrefix+"*", handleAsset)
 		po.extensionScript = logoutScriptPath
 	}
-	proxy := newProxy(po)
+	proxy, pool := newProxy(po)
+	s.upstreamPool = pool
 	r.Group(func(r chi.Router) {
 		if s.store != nil {
 			var throttle middleware.Throttler
@@ -379,6 +383,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.logger.Warn().Err(err).Msg("drain bound reached; closing the remaining connections")
 		_ = srv.Close()
 	}
+	// In-flight responses finish first: their connections are closed
+	// rather than pooled once the pool is closed.
+	s.upstreamPool.Close()
 	s.logger.Info().Msg("stopped")
 	return nil
 }
