@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -495,4 +496,19 @@ func validHeaderValue(s string) bool {
 		}
 	}
 	return true
+}
+
+// NewUpstreamTransport returns the transport the proxy uses to reach
+// ComfyUI at upstream, and the function that closes its pool. It is
+// exported for cmd/comfyui-auth-bench, whose floor relay measures what the
+// gateway's authentication, access log and ReverseProxy add on top of it.
+func NewUpstreamTransport(upstream *url.URL, headerTimeout time.Duration) (http.RoundTripper, func()) {
+	t := newSyncTransport(upstream.Host, headerTimeout, &http.Transport{
+		Proxy:                  nil,
+		ResponseHeaderTimeout:  headerTimeout,
+		DisableCompression:     true,
+		MaxIdleConnsPerHost:    128,
+		MaxResponseHeaderBytes: maxUpstreamHeaderBytes,
+	})
+	return t, t.Close
 }
