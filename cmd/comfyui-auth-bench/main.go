@@ -221,6 +221,9 @@ func run(opts options, stdout io.Writer) error {
 			rep.CPU = cells
 			md := cpuTable(cells, load+" → "+loadAvg())
 			fmt.Fprint(stdout, md)
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
 			if err := os.WriteFile(filepath.Join(out, "cpu.md"), []byte(md), 0o644); err != nil {
 				return err
 			}
