@@ -97,6 +97,12 @@ func (b *bench) cpuPerRequest(upURL, hashFile, raw string) ([]cpuCell, error) {
 	if err != nil {
 		return nil, err
 	}
+	if procs := os.Getenv("CPU_BENCH_GOMAXPROCS"); procs != "" {
+		// The measured processes only: the load generator and the fake
+		// ComfyUI keep theirs.
+		os.Setenv("GOMAXPROCS", procs)
+		defer os.Unsetenv("GOMAXPROCS")
+	}
 	newGW, err := b.startGateway("cpu-new", upURL, hashFile)
 	if err != nil {
 		return nil, err
