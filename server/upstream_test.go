@@ -103,6 +103,21 @@ func authDo(t *testing.T, g *gateway, method, path string, body []byte, headers 
 	return resp, string(b)
 }
 
+// poolSeesEveryConnDead reports whether the gateway's socket of every
+// pooled connection shows ComfyUI's close or unasked-for bytes: the FIN or
+// the bytes have arrived, so the test's next request meets the state it
+// means to test, not a race with the network.
+func poolSeesEveryConnDead(tr *syncTransport) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, c := range tr.idle {
+		if idleConnUsable(c.nc) {
+			return false
+		}
+	}
+	return len(tr.idle) > 0
+}
+
 func okAnswer(c net.Conn, body string, extra ...string) {
 	fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s", len(body), strings.Join(extra, ""), body)
 }
@@ -209,6 +224,7 @@ func TestComfyUIClosingAnIdleConnectionDoesNotFailAPost(t *testing.T) {
 		t.Fatal(resp.Status)
 	}
 	<-closed
+	eventually(t, 5*time.Second, "the gateway seeing ComfyUI's close", func() bool { return poolSeesEveryConnDead(g.Server.upstreamPool) })
 	if resp, body := authDo(t, g, "POST", "/prompt", []byte(`{}`)); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("POST after ComfyUI closed the idle connection: %d %q", resp.StatusCode, body)
 	}
@@ -325,6 +341,7 @@ func TestUnframedOrOverlongResponsesAreNotReused(t *testing.T) {
 	eventually(t, 5*time.Second, "the connection pooled", func() bool { return g.Server.upstreamPool.idleCount() == 1 })
 	close(sendStray)
 	<-straySent
+	eventually(t, 5*time.Second, "the stray bytes reaching the gateway", func() bool { return poolSeesEveryConnDead(g.Server.upstreamPool) })
 	if _, body := authDo(t, g, "GET", "/x", nil); body != "mine" {
 		t.Fatalf("the next client got %q: bytes sent to an idle connection were read as its answer", body)
 	}
@@ -474,6 +491,7 @@ func TestComfyUIRestartWithAFullPoolCostsNoRequest(t *testing.T) {
 		t.Fatalf("the pool holds %d connections; the test needs it full", g.Server.upstreamPool.idleCount())
 	}
 	first.Close()
+	eventually(t, 5*time.Second, "the gateway seeing every pooled connection closed", func() bool { return poolSeesEveryConnDead(g.Server.upstreamPool) })
 	ln2, err := net.Listen("tcp", addr)
 	must(t, err)
 	second := startFake(ln2)
