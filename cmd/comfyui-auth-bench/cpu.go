@@ -76,7 +76,10 @@ func floorRelay(args []string) {
 			w.Header()[k] = vv
 		}
 		w.WriteHeader(resp.StatusCode)
-		_, _ = io.Copy(w, resp.Body)
+		// Not io.Copy: the ResponseWriter's ReadFrom would flush the
+		// headers in a write of their own before a small body.
+		buf := make([]byte, 32<<10)
+		_, _ = io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, buf)
 	})
 	srv := &http.Server{Addr: fs.Arg(0), Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.ListenAndServe(); err != nil {
