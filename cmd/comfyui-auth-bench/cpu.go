@@ -223,6 +223,15 @@ func cpuTable(cells []cpuCell, load string) string {
 		fmt.Fprintf(&sb, "| %s | %.1f | %s | %.2f× | %.0f | %d | %d |\n",
 			c.Variant, c.Median, strings.Join(rounds, ", "), c.RatioFl1, c.RPS, c.Errors, c.NonOK)
 	}
+	if len(cells) >= 2 && len(cells[0].USPerReq) == len(cells[1].USPerReq) {
+		// Rounds run back to back, so each pair shared the machine's load;
+		// the paired change is steadier than the change of the medians.
+		pairs := make([]string, len(cells[0].USPerReq))
+		for i := range pairs {
+			pairs[i] = fmt.Sprintf("%+.0f %%", (cells[1].USPerReq[i]/cells[0].USPerReq[i]-1)*100)
+		}
+		fmt.Fprintf(&sb, "\n%s against %s, round by round: %s.\n", cells[1].Variant, cells[0].Variant, strings.Join(pairs, ", "))
+	}
 	if load != "" {
 		fmt.Fprintf(&sb, "\nLoad average when the scenario began and ended: %s.\n", load)
 	}
