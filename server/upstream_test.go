@@ -732,3 +732,40 @@ func TestIdlePooledConnectionsAreClosedBeforeComfyUIDoes(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, "the idle connection closed by the timer", func() bool { return tr.idleCount() == 0 })
 }
+
+// TestBodyClosedFromAnotherGoroutineEndsTheReadAndIsNotPooled: the proxy
+// may close a response body while a read on it waits for ComfyUI; the read
+// must end, and the half-read connection must not be reused.
+func TestBodyClosedFromAnotherGoroutineEndsTheReadAndIsNotPooled(t *testing.T) {
+	up := startRawUpstream(t, func(c net.Conn, _, _ int, _ *http.Request, _ []byte) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+		return true // the other 96 bytes never come
+	})
+	tr := newSyncTransport(strings.TrimPrefix(up.URL, "http://"), time.Second, &http.Transport{})
+	t.Cleanup(tr.Close)
+	req, _ := http.NewRequest("GET", up.URL+"/view", nil)
+	resp, err := tr.RoundTrip(req)
+	must(t, err)
+	head := make([]byte, 4)
+	_, err = io.ReadFull(resp.Body, head)
+	must(t, err)
+	readDone := make(chan error, 1)
+	go func() {
+		_, err := resp.Body.Read(make([]byte, 10))
+		readDone <- err
+	}()
+	must(t, resp.Body.Close())
+	select {
+	case err := <-readDone:
+		if err == nil {
+			t.Fatal("the read returned data after Close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a read blocked on ComfyUI outlived Close by 10 s")
+	}
+	must(t, resp.Body.Close()) // twice is harmless
+	if n := tr.idleCount(); n != 0 {
+		t.Fatalf("a half-read connection was pooled (%d idle)", n)
+	}
+	eventually(t, 5*time.Second, "ComfyUI's side closed", func() bool { return up.closed.Load() == 1 })
+}
