@@ -30,7 +30,10 @@ type proxyOptions struct {
 	extensionScript string
 	// onError, when set, is told the status of each upstream failure.
 	onError func(status int)
-	logger  zerolog.Logger
+	// plainTransport sends every request through http.Transport; only
+	// benchmarks comparing the two paths set it.
+	plainTransport bool
+	logger         zerolog.Logger
 }
 
 // newProxy returns the reverse proxy to ComfyUI.
@@ -56,21 +59,28 @@ type proxyOptions struct {
 //
 // Bodies stream both ways (uploads, /view downloads, websockets): nothing is
 // buffered beyond the copy buffer.
-func newProxy(o proxyOptions) *httputil.ReverseProxy {
+//
+// Requests go to ComfyUI through a syncTransport (see there), which hands
+// upgrades, 100-continue and large or unsized uploads to an http.Transport.
+// The returned transport is closed at shutdown.
+func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 	upstreamOrigin := o.upstream.Scheme + "://" + o.upstream.Host
-	transport := &http.Transport{
+	fallback := &http.Transport{
 		Proxy: nil,
 		DialContext: (&net.Dialer{
 			Timeout:   5 * time.Second,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		MaxIdleConns:          256,
-		MaxIdleConnsPerHost:   128,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: o.headerTimeout,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true,
+		MaxIdleConns:           256,
+		MaxIdleConnsPerHost:    128,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  o.headerTimeout,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true,
+		MaxResponseHeaderBytes: maxUpstreamHeaderBytes,
 	}
+	transport := newSyncTransport(o.upstream.Host, o.headerTimeout, fallback)
+	transport.fallbackOnly = o.plainTransport || plainTransportBuild
 	loginWarn := &onceEvery{every: time.Minute}
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -111,7 +121,7 @@ func newProxy(o proxyOptions) *httputil.ReverseProxy {
 			}
 			return nil
 		},
-	}
+	}, transport
 }
 
 // hardenView makes /view answers inert as documents. /view serves input,

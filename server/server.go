@@ -60,8 +60,11 @@ type Server struct {
 	// http.Server.Shutdown does not track once hijacked.
 	wsCtx    context.Context
 	wsCancel context.CancelFunc
-	wsOpen   sync.WaitGroup
-	wsCount  atomic.Int64
+	// upstreamPool is the proxy's connection pool to ComfyUI, closed when
+	// Serve returns.
+	upstreamPool *syncTransport
+	wsOpen       sync.WaitGroup
+	wsCount      atomic.Int64
 
 	// conns bounds client connections, overall and per client.
 	conns *connLimiter
@@ -188,7 +191,8 @@ func (s *Server) routes() http.Handler {
 		r.Head(assetPrefix+"*", handleAsset)
 		po.extensionScript = logoutScriptPath
 	}
-	proxy := newProxy(po)
+	proxy, pool := newProxy(po)
+	s.upstreamPool = pool
 	if s.store != nil {
 		s.readyzAuth = middleware.Auth(s.authOptions())(http.HandlerFunc(s.readyzDetails))
 	}
@@ -435,6 +439,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if s.sessions != nil {
 		_ = s.sessions.Flush() // a logout whose write failed gets one more try; logged on failure
 	}
+	// In-flight responses finish first: their connections are closed
+	// rather than pooled once the pool is closed.
+	s.upstreamPool.Close()
 	s.logger.Info().Msg("stopped")
 	return nil
 }

@@ -59,6 +59,7 @@ type report struct {
 	Startup   *startupResult    `json:"startup,omitempty"`
 	DistFlood *distFloodResult  `json:"distributed_flood,omitempty"`
 	Targets   []target          `json:"targets"`
+	CPU       []cpuCell         `json:"cpu_per_request,omitempty"`
 	Notes     []string          `json:"notes"`
 	Elapsed   string            `json:"elapsed"`
 }
@@ -79,10 +80,14 @@ type target struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == floorRelayCmd {
+		floorRelay(os.Args[2:])
+		return
+	}
 	quick := flag.Bool("quick", false, "a short smoke run of every scenario (numbers not meaningful)")
 	out := flag.String("out", ".", "directory for BENCHMARKS.md and benchmarks.json")
 	keep := flag.Bool("keep", false, "keep the temporary directory with the processes' logs")
-	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup, distflood); empty runs all. "+
+	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup, distflood, and cpu, which runs only when named); empty runs all. "+
 		"A partial run's report is for comparing builds, not for committing")
 	legitEvery := flag.Duration("legit-every", 100*time.Millisecond, "how often the flood's legitimate client polls (100 ms, the goal's rate, gives 200 samples; 20ms gives 1,000 for a steadier p99)")
 	gateway := flag.String("gateway", "", "measure this prebuilt comfyui-auth binary instead of building this module's (A/B comparisons of two builds)")
@@ -214,6 +219,24 @@ func run(opts options, stdout io.Writer) error {
 		}
 	}
 
+	if only["cpu"] {
+		logf("cpu per request (old gateway, new gateway, floor 1)")
+		load := loadAvg()
+		cells, err := b.cpuPerRequest(upURL, hashFile, raw)
+		if err != nil {
+			rep.Notes = append(rep.Notes, "cpu scenario failed: "+err.Error())
+		} else {
+			rep.CPU = cells
+			md := cpuTable(cells, load+" → "+loadAvg())
+			fmt.Fprint(stdout, md)
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(out, "cpu.md"), []byte(md), 0o644); err != nil {
+				return err
+			}
+		}
+	}
 	rep.Targets = checkTargets(rep)
 	if only != nil {
 		rep.Notes = append(rep.Notes, "Partial run (-only): scenarios not listed were skipped.")

@@ -1,0 +1,5 @@
+//go:build !comfyui_auth_plain_transport
+
+package server
+
+const plainTransportBuild = false
