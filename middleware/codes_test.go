@@ -80,3 +80,29 @@ func TestRefuseWritesCodeBesideErrorAndReason(t *testing.T) {
 		t.Fatalf("info.Code = %q", info.Code)
 	}
 }
+
+// TestGuestAnswerThatCannotBeCheckedIsRefusedWithItsCode: when ComfyUI's
+// /queue answer is not JSON, a guest gets 502 guest_unchecked rather than
+// the unchecked answer (the real server's fake ComfyUI always sends JSON,
+// so this one runs on the policy alone).
+func TestGuestAnswerThatCannotBeCheckedIsRefusedWithItsCode(t *testing.T) {
+	upstream := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"queue_running": [not json`))
+	})
+	h := GuestPolicy(GuestOptions{
+		SessionID: func(*http.Request) ([16]byte, bool) { return [16]byte{1}, true },
+		Key:       []byte("test-key"),
+	})(upstream)
+	info := &Info{Method: MethodGuest}
+	r := httptest.NewRequest("GET", "/queue", nil)
+	r = r.WithContext(WithInfo(r.Context(), info))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), `"code":"guest_unchecked"`) || info.Code != CodeGuestUnchecked {
+		t.Fatalf("%d %s (logged code %q), want 502 with code guest_unchecked", w.Code, w.Body, info.Code)
+	}
+	if strings.Contains(w.Body.String(), "queue_running") {
+		t.Fatal("the unchecked answer reached the guest")
+	}
+}
