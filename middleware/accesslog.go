@@ -126,6 +126,9 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 			if info.Reason != "" {
 				ev = ev.Str("reason", info.Reason)
 			}
+			if info.Code != "" {
+				ev = ev.Str("code", string(info.Code))
+			}
 			ev.Msg("request")
 		})
 	}

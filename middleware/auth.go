@@ -134,10 +134,9 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 					info.Reason = "bcrypt pool busy"
 					info.Refusal = RefusalShed
 					w.Header().Set("Retry-After", "1")
-					WriteJSON(w, http.StatusServiceUnavailable, map[string]string{
-						"error":  "Server busy verifying credentials; retry shortly.",
-						"reason": "too many token checks are waiting; this token has not been checked yet",
-					})
+					Refuse(w, r, http.StatusServiceUnavailable, CodePoolBusy,
+						"Server busy verifying credentials; retry shortly.",
+						"too many token checks are waiting; this token has not been checked yet")
 					return
 				case hashstore.ClientBusy:
 					if locked {
@@ -148,19 +147,18 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 					info.Reason = "client already has its share of token checks waiting"
 					info.Refusal = RefusalClientBusy
 					w.Header().Set("Retry-After", "1")
-					WriteJSON(w, http.StatusTooManyRequests, map[string]string{
-						"error":  "Too many token checks at once.",
-						"reason": "this address already has token checks waiting; wait for their answers before sending other tokens (each different token counts as one failed attempt)",
-					})
+					Refuse(w, r, http.StatusTooManyRequests, CodeClientBusy,
+						"Too many token checks at once.",
+						"this address already has token checks waiting; wait for their answers before sending other tokens (each different token counts as one failed attempt)")
 					return
 				case hashstore.TooLong:
-					refuse(w, r, opts, "token is longer than 72 bytes, the most bcrypt can check")
+					refuse(w, r, opts, CodeTokenTooLong, "token is longer than 72 bytes, the most bcrypt can check")
 					return
 				case hashstore.NoCredentials:
-					refuse(w, r, opts, "the server has no valid credential loaded, so it refuses every token")
+					refuse(w, r, opts, CodeNoCredentialLoaded, "the server has no valid credential loaded, so it refuses every token")
 					return
 				default:
-					refuse(w, r, opts, "token matches no configured credential")
+					refuse(w, r, opts, CodeWrongToken, "token matches no configured credential")
 					return
 				}
 			}
@@ -172,10 +170,10 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 				}
 			}
 			if headerProblem != "" {
-				refuse(w, r, opts, headerProblem)
+				refuse(w, r, opts, CodeMalformedHeader, headerProblem)
 				return
 			}
-			refuse(w, r, opts, "no credentials: send `Authorization: Bearer <token>` or log in")
+			refuse(w, r, opts, CodeNoCredentials, "no credentials: send `Authorization: Bearer <token>` or log in")
 		})
 	}
 }
@@ -246,20 +244,18 @@ func headerHasToken(v, token string) bool {
 // a websocket handshake gets 401 (client libraries report a redirect as a
 // confusing "HTTP 200" rejection), a browser page load goes to the login
 // page, and API clients get ComfyUI-Login's JSON body plus a reason.
-func refuse(w http.ResponseWriter, r *http.Request, opts AuthOptions, reason string) {
+func refuse(w http.ResponseWriter, r *http.Request, opts AuthOptions, code RefusalCode, reason string) {
 	info := InfoFrom(r)
 	info.Method = MethodNone
 	info.Reason = reason
+	info.Code = code
 	if opts.LoginPath != "" && !IsWebSocket(r) && strings.Contains(r.Header.Get("Accept"), "text/html") &&
 		(r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		http.Redirect(w, r, loginRedirect(opts.LoginPath, r), http.StatusFound)
 		return
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="comfyui"`)
-	WriteJSON(w, http.StatusUnauthorized, map[string]string{
-		"error":  "Authentication required.",
-		"reason": reason,
-	})
+	Refuse(w, r, http.StatusUnauthorized, code, "Authentication required.", reason)
 }
 
 // loginRedirect sends the browser to the login page with `next` set to the

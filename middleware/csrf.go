@@ -50,7 +50,7 @@ func CSRF(publicURL *url.URL) func(http.Handler) http.Handler {
 				reason += "; if the gateway sits behind a proxy that rewrites Host, set --public-url"
 			}
 			info.Reason = "csrf: origin " + quoteOrNone(origin)
-			WriteJSON(w, http.StatusForbidden, map[string]string{"error": "Forbidden.", "reason": reason})
+			Refuse(w, r, http.StatusForbidden, CodeCrossOrigin, "Forbidden.", reason)
 		})
 	}
 }

@@ -95,10 +95,7 @@ const guestPromise = "guests may look, queue prompts and upload new input images
 
 func refuseGuest(w http.ResponseWriter, r *http.Request, reason string) {
 	InfoFrom(r).Reason = "guest: " + reason
-	WriteJSON(w, http.StatusForbidden, map[string]string{
-		"error":  "Forbidden for guests.",
-		"reason": reason + "; " + guestPromise,
-	})
+	Refuse(w, r, http.StatusForbidden, CodeGuestForbidden, "Forbidden for guests.", reason+"; "+guestPromise)
 }
 
 type guestRule int
@@ -325,5 +322,12 @@ func writeGuestErr(w http.ResponseWriter, r *http.Request, e *guestErr) {
 		return
 	}
 	InfoFrom(r).Reason = "guest: " + e.reason
-	WriteJSON(w, e.status, map[string]string{"error": http.StatusText(e.status) + ".", "reason": e.reason})
+	code := CodeGuestBadRequest
+	switch e.status {
+	case http.StatusRequestEntityTooLarge:
+		code = CodeGuestTooLarge
+	case http.StatusBadGateway:
+		code = CodeGuestUnchecked
+	}
+	Refuse(w, r, e.status, code, http.StatusText(e.status)+".", e.reason)
 }

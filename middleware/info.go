@@ -34,6 +34,8 @@ type Info struct {
 	// Refusal classifies a refusal that cost no credential check, for
 	// whoever summarises floods (the access log, metrics); empty otherwise.
 	Refusal Refusal
+	// Code is the refusal code the gateway answered with, if it refused.
+	Code RefusalCode
 	// Generation is the credential generation that admitted the request.
 	Generation uint64
 	// Client is the client's address as resolved through trusted proxies,

@@ -286,8 +286,6 @@ func RefuseLocked(w http.ResponseWriter, r *http.Request, retryAfter time.Durati
 	info.Refusal = RefusalLocked
 	secs := RetryAfterSeconds(retryAfter)
 	w.Header().Set("Retry-After", secs)
-	WriteJSON(w, http.StatusTooManyRequests, map[string]string{
-		"error":  "Too many failed attempts.",
-		"reason": "too many wrong credentials from this address; retry after " + secs + " seconds with the right token",
-	})
+	Refuse(w, r, http.StatusTooManyRequests, CodeLockedOut, "Too many failed attempts.",
+		"too many wrong credentials from this address; retry after "+secs+" seconds with the right token")
 }

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
 
 func TestEveryCredentialKindThroughTheGateway(t *testing.T) {
@@ -17,26 +19,26 @@ func TestEveryCredentialKindThroughTheGateway(t *testing.T) {
 		path    string
 		headers []string
 		status  int
-		reason  string // substring of the JSON reason on 401
+		code    middleware.RefusalCode // the 401's code
 	}{
-		{"no credentials", "/system_stats", nil, 401, "no credentials"},
+		{"no credentials", "/system_stats", nil, 401, middleware.CodeNoCredentials},
 		{"raw token", "/system_stats", []string{"Authorization: Bearer " + seedToken}, 200, ""},
 		{"hash as token", "/system_stats", []string{"Authorization: Bearer " + seedHash}, 200, ""},
 		{"lower-case scheme", "/api/system_stats", []string{"Authorization: bearer " + seedHash}, 200, ""},
 		{"raw token in query", "/system_stats?token=" + url.QueryEscape(seedToken), nil, 200, ""},
 		{"hash in query", "/system_stats?token=" + url.QueryEscape(seedHash), nil, 200, ""},
-		{"wrong token", "/system_stats", []string{"Authorization: Bearer not-the-token"}, 401, "matches no configured credential"},
-		{"empty query token", "/system_stats?token=", nil, 401, "no credentials"},
-		{"bearer without token", "/system_stats", []string{"Authorization: Bearer"}, 401, "no token"},
-		{"three words", "/system_stats", []string{"Authorization: Bearer a b"}, 401, "more than two words"},
-		{"other scheme", "/system_stats", []string{"Authorization: Basic Zm9vOmJhcg=="}, 401, "not `Bearer"},
+		{"wrong token", "/system_stats", []string{"Authorization: Bearer not-the-token"}, 401, middleware.CodeWrongToken},
+		{"empty query token", "/system_stats?token=", nil, 401, middleware.CodeNoCredentials},
+		{"bearer without token", "/system_stats", []string{"Authorization: Bearer"}, 401, middleware.CodeMalformedHeader},
+		{"three words", "/system_stats", []string{"Authorization: Bearer a b"}, 401, middleware.CodeMalformedHeader},
+		{"other scheme", "/system_stats", []string{"Authorization: Basic Zm9vOmJhcg=="}, 401, middleware.CodeMalformedHeader},
 		{"basic header does not block a query token", "/system_stats?token=" + url.QueryEscape(seedHash), []string{"Authorization: Basic Zm9vOmJhcg=="}, 200, ""},
-		{"73-byte token", "/system_stats", []string{"Authorization: Bearer " + long}, 401, "72 bytes"},
-		{"truncated hash", "/system_stats", []string{"Authorization: Bearer " + seedHash[:59]}, 401, "matches no"},
+		{"73-byte token", "/system_stats", []string{"Authorization: Bearer " + long}, 401, middleware.CodeTokenTooLong},
+		{"truncated hash", "/system_stats", []string{"Authorization: Bearer " + seedHash[:59]}, 401, middleware.CodeWrongToken},
 		{"health is public", "/healthz", nil, 200, ""},
-		{"a ComfyUI static file needs credentials too", "/scripts/app.js", nil, 401, "no credentials"},
-		{"asset name under /api is not public", "/api/userdata/x.js", nil, 401, ""},
-		{"asset name under /userdata is not public", "/userdata/x.js", nil, 401, ""},
+		{"a ComfyUI static file needs credentials too", "/scripts/app.js", nil, 401, middleware.CodeNoCredentials},
+		{"asset name under /api is not public", "/api/userdata/x.js", nil, 401, middleware.CodeNoCredentials},
+		{"asset name under /userdata is not public", "/userdata/x.js", nil, 401, middleware.CodeNoCredentials},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,8 +60,8 @@ func TestEveryCredentialKindThroughTheGateway(t *testing.T) {
 			if body["error"] != "Authentication required." {
 				t.Errorf("error = %q", body["error"])
 			}
-			if !strings.Contains(body["reason"], tc.reason) {
-				t.Errorf("reason = %q, want it to mention %q", body["reason"], tc.reason)
+			if body["code"] != string(tc.code) || body["reason"] == "" {
+				t.Errorf("code %q (reason %q), want code %q with a reason", body["code"], body["reason"], tc.code)
 			}
 		})
 	}
@@ -136,8 +138,20 @@ func TestHashTokensCanBeTurnedOff(t *testing.T) {
 func TestNoCredentialConfiguredFailsClosed(t *testing.T) {
 	g := startGateway(t, gatewayOpts{hashContent: ptr("")})
 	for _, h := range [][]string{nil, {"Authorization: Bearer "}, {"Authorization: Bearer " + seedToken}, {"Authorization: Bearer " + seedHash}} {
-		if resp := g.do(t, "GET", "/system_stats?token=", nil, h...); resp.StatusCode != 401 {
-			t.Fatalf("with %v: %d, want 401", h, resp.StatusCode)
+		resp := g.do(t, "GET", "/system_stats?token=", nil, h...)
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		// With no token there is nothing to check, so the refusal names
+		// what the request lacks rather than the server's missing file.
+		want := middleware.CodeNoCredentialLoaded
+		switch {
+		case len(h) == 0:
+			want = middleware.CodeNoCredentials
+		case h[0] == "Authorization: Bearer ":
+			want = middleware.CodeMalformedHeader
+		}
+		if resp.StatusCode != 401 || body["code"] != string(want) {
+			t.Fatalf("with %v: %d %q, want 401 %q", h, resp.StatusCode, body["code"], want)
 		}
 	}
 	resp := g.do(t, "GET", "/readyz", nil)

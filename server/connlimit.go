@@ -282,7 +282,8 @@ func (l *connLimiter) connState(c net.Conn, st http.ConnState) {
 }
 
 // refusedAnswer is what a connection over a bound gets on plain HTTP.
-const refusedBody = `{"error":"Too many connections; retry shortly.","reason":"the gateway's connection limit is reached"}` + "\n"
+const refusedBody = `{"error":"Too many connections; retry shortly.","reason":"the gateway's connection limit is reached","code":"` +
+	string(middleware.CodeTooManyConnections) + `"}` + "\n"
 
 var refusedAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n" +
 	"Cache-Control: no-store\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: " +

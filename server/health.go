@@ -136,6 +136,11 @@ func (s *Server) writeReadyz(w http.ResponseWriter, r *http.Request, detailed bo
 		status = http.StatusServiceUnavailable
 	}
 	body := map[string]any{"status": rd.status}
+	if status != http.StatusOK {
+		// The code says no more than the status word, so everyone gets it.
+		body["code"] = middleware.CodeNotReady
+		middleware.NoteCode(r, middleware.CodeNotReady)
+	}
 	if detailed {
 		body["credentials"] = rd.credentials
 		body["upstream"] = rd.upstream
@@ -256,9 +261,7 @@ func healthOnly(next http.Handler) http.Handler {
 		}
 		middleware.InfoFrom(r).Reason = r.Method + " on a health endpoint"
 		w.Header().Set("Allow", "GET, HEAD")
-		middleware.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{
-			"error":  "Method not allowed.",
-			"reason": r.URL.Path + " answers GET and HEAD only",
-		})
+		middleware.Refuse(w, r, http.StatusMethodNotAllowed, middleware.CodeMethodNotAllowed,
+			"Method not allowed.", r.URL.Path+" answers GET and HEAD only")
 	})
 }

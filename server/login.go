@@ -81,6 +81,8 @@ type loginPage struct {
 	NoCredential  bool
 	HashFile      string
 	Next          string
+	// Code is the refusal code of a page answered with an error status.
+	Code middleware.RefusalCode
 }
 
 // guestEnabled reports guest mode: the setting, or a GUEST_MODE file next to
@@ -137,6 +139,35 @@ func orRoot(next string) string {
 	return next
 }
 
+// wantsJSON reports whether the client asked for JSON rather than a page:
+// scripts that post the login form get the refusal body every other
+// refusal has, with its code.
+func wantsJSON(r *http.Request) bool {
+	a := r.Header.Get("Accept")
+	return strings.Contains(a, "application/json") && !strings.Contains(a, "text/html")
+}
+
+// refuseLogin answers a login the gateway turned away (page.Code says why):
+// the login page with its message and the code for browsers, the JSON
+// refusal body for clients that asked for JSON.
+func (s *Server) refuseLogin(w http.ResponseWriter, r *http.Request, page loginPage, status int) {
+	if !wantsJSON(r) {
+		middleware.NoteCode(r, page.Code)
+		s.renderLogin(w, r, page, status)
+		return
+	}
+	errText, reason := "Server busy verifying credentials; retry shortly.", "the password has not been checked yet; send the form again in a few seconds"
+	switch page.Code {
+	case middleware.CodeLockedOut:
+		errText, reason = "Too many failed attempts.", fmt.Sprintf("too many wrong passwords from this address; retry after %d seconds with the right password", page.LockedSeconds)
+	case middleware.CodeGuestLoginLimited:
+		errText, reason = "Too many guest logins.", fmt.Sprintf("too many guest sessions started from this address; retry after %d seconds", page.LockedSeconds)
+	case middleware.CodeCredentialsReloaded:
+		errText, reason = "Credentials changed during the check.", "the credentials were reloaded while the password was checked; send the form again"
+	}
+	middleware.Refuse(w, r, status, page.Code, errText, reason)
+}
+
 // renderLogin fills the parts of the page that come from the store: the
 // greeting and the no-credential explanation.
 func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginPage, status int) {
@@ -182,11 +213,17 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		// never a login, and must not count toward its visitor's lock.
 		info.Reason = "login: cross-site form refused"
 		info.Refusal = middleware.RefusalCrossSite
+		const msg = "This login form was sent from another site, so it was refused. Open the gateway's own login page and sign in there."
+		if wantsJSON(r) {
+			middleware.Refuse(w, r, http.StatusForbidden, middleware.CodeCrossSite, "Forbidden.", msg)
+			return
+		}
+		middleware.NoteCode(r, middleware.CodeCrossSite)
 		h := w.Header()
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusForbidden)
-		fmt.Fprint(w, "This login form was sent from another site, so it was refused. Open the gateway's own login page and sign in there.\n")
+		fmt.Fprint(w, msg+"\ncode: "+string(middleware.CodeCrossSite)+"\n")
 		return
 	}
 	if !s.readLoginForm(w, r) {
@@ -211,7 +248,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 				info.Reason = "login: throttled"
 				info.Refusal = middleware.RefusalLocked
 				w.Header().Set("Retry-After", fmt.Sprint(max(1, int((d+time.Second-1)/time.Second))))
-				s.renderLogin(w, r, loginPage{LockedSeconds: max(1, int((d+time.Second-1)/time.Second)), Guest: s.guestEnabled(), Next: next}, http.StatusTooManyRequests)
+				s.refuseLogin(w, r, loginPage{LockedSeconds: max(1, int((d+time.Second-1)/time.Second)), Guest: s.guestEnabled(), Next: next, Code: middleware.CodeLockedOut}, http.StatusTooManyRequests)
 				return
 			}
 			s.loggedIn(w, r, client, next, cached)
@@ -235,11 +272,13 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		info.Reason = "login: bcrypt pool busy"
 		info.Refusal = middleware.RefusalShed
+		code := middleware.CodePoolBusy
 		if res.Outcome == hashstore.ClientBusy {
 			info.Refusal = middleware.RefusalClientBusy
+			code = middleware.CodeClientBusy
 		}
 		w.Header().Set("Retry-After", "2")
-		s.renderLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next}, http.StatusServiceUnavailable)
+		s.refuseLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next, Code: code}, http.StatusServiceUnavailable)
 	case hashstore.NoCredentials:
 		info.Reason = "login: no credential configured"
 		http.Redirect(w, r, loginPath, http.StatusFound)
@@ -267,7 +306,7 @@ func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client, next s
 		info := middleware.InfoFrom(r)
 		info.Reason = "login: credentials reloaded during the check"
 		w.Header().Set("Retry-After", "1")
-		s.renderLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next}, http.StatusServiceUnavailable)
+		s.refuseLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next, Code: middleware.CodeCredentialsReloaded}, http.StatusServiceUnavailable)
 		return
 	}
 	if s.throttle != nil {

@@ -33,12 +33,14 @@ type metrics struct {
 	duration       prometheus.Histogram
 	bcryptWait     prometheus.Histogram
 	upstreamErrors *prometheus.CounterVec
+	refusals       *prometheus.CounterVec
 
 	// counters caches the child counters by label pair, because
 	// WithLabelValues hashes its labels on every call and this runs once per
 	// request.
 	counters sync.Map // requestKey -> prometheus.Counter
 	codes    sync.Map // int -> prometheus.Counter
+	refused  sync.Map // middleware.RefusalCode -> prometheus.Counter
 }
 
 type requestKey struct {
@@ -72,7 +74,11 @@ func newMetrics() *metrics {
 		Namespace: metricsNamespace, Name: "upstream_errors_total",
 		Help: "Requests ComfyUI could not answer, by the status the client got (502 unreachable, 504 timeout).",
 	}, []string{"code"})
-	m.reg.MustRegister(m.requests, m.responses, m.duration, m.bcryptWait, m.upstreamErrors,
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Name: "refusals_total",
+		Help: "Requests the gateway refused itself, by refusal code (wrong_token, locked_out, pool_busy, ...; see README's status table).",
+	}, []string{"refusal"})
+	m.reg.MustRegister(m.requests, m.responses, m.duration, m.bcryptWait, m.upstreamErrors, m.refusals,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -93,6 +99,14 @@ func (m *metrics) observe(c middleware.Completed) {
 		code, _ = m.codes.LoadOrStore(c.Status, m.responses.WithLabelValues(strconv.Itoa(c.Status)))
 	}
 	code.(prometheus.Counter).Inc()
+	if rc := c.Info.Code; rc != "" {
+		// The codes are a fixed set of constants, so the label is bounded.
+		ctr, ok := m.refused.Load(rc)
+		if !ok {
+			ctr, _ = m.refused.LoadOrStore(rc, m.refusals.WithLabelValues(string(rc)))
+		}
+		ctr.(prometheus.Counter).Inc()
+	}
 	if k.outcome == "allowed" && auth != middleware.MethodPublic && !c.WebSocket {
 		m.duration.Observe(c.Duration.Seconds())
 	}

@@ -53,6 +53,8 @@ func TestMetricsCountRequestsBcryptReloadsAndUpstreamErrors(t *testing.T) {
 		`comfyui_auth_requests_total{auth="none",outcome="unprotected"} 1`,
 		`comfyui_auth_responses_total{code="200"} 6`,
 		`comfyui_auth_responses_total{code="401"} 2`,
+		`comfyui_auth_refusals_total{refusal="wrong_token"} 1`,
+		`comfyui_auth_refusals_total{refusal="no_credentials"} 1`,
 		`comfyui_auth_bcrypt_checks_total 2`, // the raw token once, the wrong one once
 		`comfyui_auth_token_cache_hits_total 2`,
 		`comfyui_auth_token_cache_misses_total 2`,
@@ -89,8 +91,12 @@ func TestMetricsCountRequestsBcryptReloadsAndUpstreamErrors(t *testing.T) {
 	if resp := g.do(t, "GET", "/system_stats", nil, "Authorization: Bearer "+hash); resp.StatusCode != 502 {
 		t.Fatalf("with ComfyUI down: status %d, want 502", resp.StatusCode)
 	}
-	if page := scrape(t, g); !strings.Contains(page, `comfyui_auth_upstream_errors_total{code="502"} 1`) {
+	page = scrape(t, g)
+	if !strings.Contains(page, `comfyui_auth_upstream_errors_total{code="502"} 1`) {
 		t.Errorf("upstream error not counted")
+	}
+	if !strings.Contains(page, `comfyui_auth_refusals_total{refusal="upstream_down"} 1`) {
+		t.Errorf("upstream_down refusal not counted")
 	}
 }
 

@@ -235,11 +235,13 @@ func proxyErrorHandler(logger zerolog.Logger, onError func(int)) func(http.Respo
 			return
 		}
 		status := http.StatusBadGateway
+		code := middleware.CodeUpstreamDown
 		reason := "ComfyUI is not reachable yet; it may still be starting."
 		var netErr net.Error
 		switch {
 		case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
 			status = http.StatusGatewayTimeout
+			code = middleware.CodeUpstreamTimeout
 			reason = "ComfyUI did not answer in time."
 		case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 			reason = "ComfyUI closed the connection before answering."
@@ -249,25 +251,26 @@ func proxyErrorHandler(logger zerolog.Logger, onError func(int)) func(http.Respo
 		}
 		middleware.InfoFrom(r).Reason = "upstream: " + err.Error()
 		logger.Warn().Err(err).Str("path", r.URL.EscapedPath()).Int("status", status).Msg("upstream error")
+		w.Header().Set("Retry-After", "5")
 		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			middleware.NoteCode(r, code)
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
-			w.Header().Set("Retry-After", "5")
 			w.WriteHeader(status)
-			_, _ = io.WriteString(w, upstreamDownPage(reason))
+			_, _ = io.WriteString(w, upstreamDownPage(reason, code))
 			return
 		}
-		w.Header().Set("Retry-After", "5")
-		middleware.WriteJSON(w, status, map[string]string{"error": reason})
+		middleware.Refuse(w, r, status, code, reason,
+			"the gateway let the request in but ComfyUI behind it did not answer; retry in a few seconds (on first start ComfyUI may take minutes to load)")
 	}
 }
 
-func upstreamDownPage(reason string) string {
+func upstreamDownPage(reason string, code middleware.RefusalCode) string {
 	return `<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="5"><title>ComfyUI is not reachable</title>
 <style>body{background:#202020;color:#ddd;font-family:system-ui,sans-serif;display:flex;min-height:100vh;align-items:center;justify-content:center;margin:0}main{max-width:32em;padding:2em}</style>
-</head><body><main><h1>ComfyUI is not reachable yet</h1><p>` + reason +
-		` This page retries every 5 seconds.</p></main></body></html>`
+</head><body><main data-code="` + string(code) + `"><h1>ComfyUI is not reachable yet</h1><p>` + reason +
+		` This page retries every 5 seconds.</p><p><small>code: ` + string(code) + `</small></p></main></body></html>`
 }
 
 // detectComfyUILogin spots ComfyUI-Login still installed inside ComfyUI: it

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/internal/fakecomfy"
+	"github.com/comfyui-auth/comfyui-auth/middleware"
 	"github.com/gorilla/websocket"
 )
 
@@ -249,8 +250,8 @@ func TestUpstreamDownAnswers502(t *testing.T) {
 	}
 	var body map[string]string
 	_ = json.NewDecoder(resp.Body).Decode(&body)
-	if !strings.Contains(body["error"], "not reachable") {
-		t.Fatalf("error %q", body["error"])
+	if body["code"] != string(middleware.CodeUpstreamDown) || body["error"] == "" {
+		t.Fatalf("error %q code %q, want code %s", body["error"], body["code"], middleware.CodeUpstreamDown)
 	}
 	resp = g.do(t, "GET", "/", nil, "Authorization: Bearer "+seedHash, "Accept: text/html")
 	b, _ := io.ReadAll(resp.Body)

@@ -117,7 +117,7 @@ func (s *Server) handleGuestLogin(w http.ResponseWriter, r *http.Request, next s
 		secs := max(1, int((d+time.Second-1)/time.Second))
 		info.Reason = "login: too many guest logins from this client"
 		w.Header().Set("Retry-After", fmt.Sprint(secs))
-		s.renderLogin(w, r, loginPage{LockedSeconds: secs, Guest: true, Next: next}, http.StatusTooManyRequests)
+		s.refuseLogin(w, r, loginPage{LockedSeconds: secs, Guest: true, Next: next, Code: middleware.CodeGuestLoginLimited}, http.StatusTooManyRequests)
 		return
 	}
 	sess, ok := s.sessions.IssueGuest(w, r)

@@ -91,8 +91,8 @@ func TestLockedClientGets429JSONSayingWhenToRetry(t *testing.T) {
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 429 {
 		t.Fatalf("status %d, body error %v", resp.StatusCode, err)
 	}
-	if body["error"] == "" || body["reason"] == "" {
-		t.Fatalf("body %v, want error and reason", body)
+	if body["error"] == "" || body["reason"] == "" || body["code"] != "locked_out" {
+		t.Fatalf("body %v, want error, reason and code locked_out", body)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
+	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
 
 // probeOptions is what one probe needs; runProbe fills it from flags.
@@ -131,31 +132,50 @@ func probe(ctx context.Context, o probeOptions, out io.Writer) int {
 	if ra := res.header.Get("Retry-After"); ra != "" {
 		retry = " (Retry-After: " + ra + " s)"
 	}
-	switch res.status {
-	case http.StatusOK:
+	code := middleware.RefusalCode(res.field("code"))
+	if res.status == http.StatusOK {
 		v := res.nested("system", "comfyui_version")
 		if v == "" {
 			v = "(version not reported)"
 		}
 		say("/system_stats: 200, authenticated; ComfyUI %s answered", v)
 		return 0
-	case http.StatusUnauthorized:
-		say("/system_stats: 401 Unauthorized; the gateway says: %s", orNone(res.field("reason")))
-		for i, c := range causesOf401(o, res.field("reason"), readyReason) {
+	}
+	codeNote := ""
+	if code != "" {
+		codeNote = " [code " + string(code) + "]"
+	}
+	// The gateway's code decides the cause; its sentences are for people
+	// and may change. Without a code the answer is ComfyUI's own (or from
+	// an older gateway), so only the status is to go by.
+	switch {
+	case res.status == http.StatusUnauthorized:
+		say("/system_stats: 401 Unauthorized%s; the gateway says: %s", codeNote, orNone(res.field("reason")))
+		for i, c := range causesOf401(o, code, readyReason) {
 			say("  %d. %s", i+1, c)
 		}
-	case http.StatusFound, http.StatusSeeOther:
+	case res.status == http.StatusFound, res.status == http.StatusSeeOther:
 		say("/system_stats: %d redirect to %s: the server treated this as a browser without a session; API clients must send `Authorization: Bearer <token>`", res.status, res.header.Get("Location"))
-	case http.StatusForbidden:
-		say("/system_stats: 403 Forbidden: the credential was accepted but the request was refused: ComfyUI's origin check (the Origin header does not match Host: a page on another address, or a reverse proxy in front rewriting Host), or a guest session, which may only read and queue prompts")
-	case http.StatusTooManyRequests:
-		say("/system_stats: 429 Too Many Requests: this address is locked out after too many failed attempts%s; wait, then fix the token first (`comfyui-auth token check`) so the next try does not extend the lockout", retry)
-	case http.StatusServiceUnavailable:
-		say("/system_stats: 503 Service Unavailable: the gateway is busy checking other tokens%s: %s; retry after the delay; sending the hash instead of the raw token never waits", retry, orNone(res.field("reason")))
-	case http.StatusBadGateway:
-		say("/system_stats: 502 Bad Gateway: the token was accepted but ComfyUI behind the gateway is not answering yet: on first start it installs packages and loads models, which takes minutes; watch `docker logs comfyui-qwen`")
-	case http.StatusGatewayTimeout:
-		say("/system_stats: 504 Gateway Timeout: ComfyUI accepted the connection but did not answer in time: it is busy or stuck; watch `docker logs comfyui-qwen`")
+	case code == middleware.CodeCrossOrigin:
+		say("/system_stats: 403 Forbidden%s: a request made with a session cookie came from another origin; API clients should send the token instead of a cookie, and a reverse proxy that rewrites Host needs --public-url", codeNote)
+	case code == middleware.CodeGuestForbidden:
+		say("/system_stats: 403 Forbidden%s: this is a guest session, which may only read and queue prompts; log in with the password", codeNote)
+	case res.status == http.StatusForbidden:
+		say("/system_stats: 403 Forbidden: the credential was accepted but ComfyUI refused the request: its origin check (the Origin header does not match Host: a page on another address, or a reverse proxy in front rewriting Host)")
+	case code == middleware.CodeLockedOut:
+		say("/system_stats: 429 Too Many Requests%s: this address is locked out after too many failed attempts%s; wait, then fix the token first (`comfyui-auth token check`) so the next try does not extend the lockout", codeNote, retry)
+	case code == middleware.CodeClientBusy:
+		say("/system_stats: 429 Too Many Requests%s: this address already has token checks waiting%s; send one token at a time and wait for its answer (each different token counts as a failed attempt)", codeNote, retry)
+	case code == middleware.CodePoolBusy:
+		say("/system_stats: 503 Service Unavailable%s: the gateway is busy checking other tokens%s: %s; retry after the delay; sending the hash instead of the raw token never waits", codeNote, retry, orNone(res.field("reason")))
+	case code == middleware.CodeTooManyConnections:
+		say("/system_stats: 503 Service Unavailable%s: the gateway's connection limit is reached%s; retry later, and look for a client that opens connections without closing them", codeNote, retry)
+	case code == middleware.CodeUpstreamDown, code == "" && res.status == http.StatusBadGateway:
+		say("/system_stats: 502 Bad Gateway%s: the token was accepted but ComfyUI behind the gateway is not answering yet: on first start it installs packages and loads models, which takes minutes; watch `docker logs comfyui-qwen`", codeNote)
+	case code == middleware.CodeUpstreamTimeout, code == "" && res.status == http.StatusGatewayTimeout:
+		say("/system_stats: 504 Gateway Timeout%s: ComfyUI accepted the connection but did not answer in time: it is busy or stuck; watch `docker logs comfyui-qwen`", codeNote)
+	case code != "":
+		say("/system_stats: %d%s: %s: %s", res.status, codeNote, orNone(res.field("error")), orNone(res.field("reason")))
 	default:
 		say("/system_stats: unexpected %d: %s", res.status, res.excerpt())
 	}
@@ -172,19 +192,21 @@ func orNone(s string) string {
 // causesOf401 lists the likely causes of a 401, most likely first: what the
 // gateway's reason and a local diagnosis say, then the mix-ups that caused
 // most 401s in the deployment this gateway replaces.
-func causesOf401(o probeOptions, reason, readyReason string) []string {
+func causesOf401(o probeOptions, code middleware.RefusalCode, readyReason string) []string {
 	switch {
 	case o.Token == "":
 		return []string{"no token was sent: send `Authorization: Bearer <token>` with the raw token from .env.generated (QWEN_API_USER_TOKEN)"}
-	case strings.Contains(reason, "no valid credential"):
+	case code == middleware.CodeNoCredentials:
+		return []string{"the token was sent but the gateway received none: a proxy between here and the gateway strips the Authorization header; let it through, or probe the gateway directly"}
+	case code == middleware.CodeNoCredentialLoaded:
 		c := "the server has no valid hash file loaded, so it refuses every token"
 		if readyReason != "" {
 			c += ": " + readyReason
 		}
 		return []string{c + "; fix the file the container mounts (COMFYUI_AUTH_TOKEN_FILE), then check it with `comfyui-auth token check --hash-file <it>`"}
-	case strings.Contains(reason, "72 bytes"):
+	case code == middleware.CodeTokenTooLong:
 		return []string{"the token is longer than the 72 bytes bcrypt can check: a whole line or file was sent; send the 32-character token from .env.generated"}
-	case strings.Contains(reason, "Authorization header"):
+	case code == middleware.CodeMalformedHeader:
 		return []string{"the Authorization header is malformed: it must be exactly `Bearer <token>`"}
 	}
 	var causes []string

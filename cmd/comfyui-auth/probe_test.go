@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,25 @@ func startProbeGateway(t *testing.T, upstream, hashContent string) string {
 	return "http://" + ln.Addr().String()
 }
 
+// lockOut sends wrong tokens to the gateway at base from this address until
+// it answers 429.
+func lockOut(t *testing.T, base string) {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		req, _ := http.NewRequest("GET", base+"/system_stats", nil)
+		req.Header.Set("Authorization", "Bearer lockout-guess-"+strconv.Itoa(i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			return
+		}
+	}
+	t.Fatal("50 wrong tokens did not lock this address out")
+}
+
 // closedPort returns a loopback address nothing listens on.
 func closedPort(t *testing.T) string {
 	t.Helper()
@@ -86,6 +106,8 @@ func TestProbeExplainsEachOutcome(t *testing.T) {
 	gw := startProbeGateway(t, up.URL, hash+"\n")
 	noCreds := startProbeGateway(t, up.URL, "")
 	noComfy := startProbeGateway(t, "http://"+closedPort(t), hash+"\n")
+	locked := startProbeGateway(t, up.URL, hash+"\n")
+	lockOut(t, locked)
 
 	dir := t.TempDir()
 	matchingLocal := filepath.Join(dir, "local.token")
@@ -109,9 +131,15 @@ func TestProbeExplainsEachOutcome(t *testing.T) {
 		{"401 wrong token, no local file", gw, "bad-token-0123456789abcdefghijkl", "", 1, []string{"1. the token and the server's hash are out of sync", "pass --hash-file"}},
 		{"401 no credential on the server", noCreds, tok, "", 1, []string{"/readyz: 503", "no valid hash file loaded", "does not exist"}},
 		{"502 ComfyUI not up", noComfy, tok, "", 1, []string{"/readyz: 503", "502", "not answering yet", "docker logs"}},
-		{"403 origin or guest", stub(t, 403, "", "Forbidden"), tok, "", 1, []string{"403", "origin", "guest"}},
-		{"429 locked out", stub(t, 429, "Retry-After: 60", `{"error":"locked"}`), tok, "", 1, []string{"429", "locked out", "Retry-After: 60"}},
-		{"503 busy", stub(t, 503, "Retry-After: 1", `{"error":"busy","reason":"too many token checks are waiting"}`), tok, "", 1, []string{"503", "busy", "Retry-After: 1", "too many token checks"}},
+		{"403 from ComfyUI itself", stub(t, 403, "", "Forbidden"), tok, "", 1, []string{"403", "ComfyUI refused", "origin check"}},
+		{"403 guest", stub(t, 403, "", `{"error":"Forbidden for guests.","reason":"x","code":"guest_forbidden"}`), tok, "", 1, []string{"403", "code guest_forbidden", "guest session"}},
+		{"403 cross origin", stub(t, 403, "", `{"error":"Forbidden.","reason":"x","code":"cross_origin"}`), tok, "", 1, []string{"403", "code cross_origin", "another origin", "--public-url"}},
+		{"429 locked out, real gateway", locked, "bad-token-0123456789abcdefghijkl", "", 1, []string{"429", "code locked_out", "locked out", "Retry-After: "}},
+		{"429 client busy", stub(t, 429, "Retry-After: 1", `{"error":"x","reason":"y","code":"client_busy"}`), tok, "", 1, []string{"429", "code client_busy", "one token at a time"}},
+		{"503 pool busy", stub(t, 503, "Retry-After: 1", `{"error":"busy","reason":"too many token checks are waiting","code":"pool_busy"}`), tok, "", 1, []string{"503", "code pool_busy", "busy", "Retry-After: 1", "too many token checks"}},
+		// The sentences below name other causes: the code decides.
+		{"503 decided by code, not by the sentence", stub(t, 503, "Retry-After: 5", `{"error":"x","reason":"too many token checks are waiting","code":"too_many_connections"}`), tok, "", 1, []string{"code too_many_connections", "connection limit"}},
+		{"401 decided by code, not by the sentence", stub(t, 401, "", `{"error":"Authentication required.","reason":"longer than 72 bytes; Authorization header; no valid credential","code":"wrong_token"}`), tok, "", 1, []string{"code wrong_token", "1. the token and the server's hash are out of sync"}},
 		{"not comfyui-auth", strings.TrimSuffix(up.URL, "/"), tok, "", 0, []string{"/readyz: 404", "not comfyui-auth"}},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,108 @@
+package middleware
+
+import "net/http"
+
+// RefusalCode names, in a word a program can match, why the gateway itself
+// answered a request with an error. Every refusal body carries it as
+// "code" beside the human "error" and "reason", which may be reworded at
+// any time; the codes are a contract and are only ever added to.
+type RefusalCode string
+
+// The refusal codes, by the status they come with.
+const (
+	// CodeNoCredentials (401): the request carried no token and no session.
+	CodeNoCredentials RefusalCode = "no_credentials"
+	// CodeMalformedHeader (401): the Authorization header is not
+	// `Bearer <token>` and no other credential was sent.
+	CodeMalformedHeader RefusalCode = "malformed_header"
+	// CodeWrongToken (401): the token matches no loaded credential.
+	CodeWrongToken RefusalCode = "wrong_token"
+	// CodeTokenTooLong (401): the token is over the 72 bytes bcrypt checks.
+	CodeTokenTooLong RefusalCode = "token_too_long"
+	// CodeNoCredentialLoaded (401): the gateway has no valid credential
+	// loaded, so it refuses every token (see /readyz).
+	CodeNoCredentialLoaded RefusalCode = "no_credential_loaded"
+	// CodeLockedOut (429, API and login): the client is locked out after
+	// repeated wrong credentials; Retry-After says for how long.
+	CodeLockedOut RefusalCode = "locked_out"
+	// CodeClientBusy (429 for the API, 503 for the login form): the client
+	// already has its share of token checks waiting.
+	CodeClientBusy RefusalCode = "client_busy"
+	// CodePoolBusy (503): too many token checks wait; this one was not made.
+	CodePoolBusy RefusalCode = "pool_busy"
+	// CodeCredentialsReloaded (503, login): the credentials changed during
+	// the password check; logging in again checks against the new ones.
+	CodeCredentialsReloaded RefusalCode = "credentials_reloaded"
+	// CodeCrossOrigin (403): a request made with the session cookie came
+	// from another origin (the CSRF check).
+	CodeCrossOrigin RefusalCode = "cross_origin"
+	// CodeCrossSite (403, login): a login form was posted from another site.
+	CodeCrossSite RefusalCode = "cross_site"
+	// CodeGuestForbidden (403): a guest session asked for something guests
+	// may not do.
+	CodeGuestForbidden RefusalCode = "guest_forbidden"
+	// CodeGuestBadRequest (400): a guest's prompt or upload could not be
+	// read, so it could not be checked.
+	CodeGuestBadRequest RefusalCode = "guest_bad_request"
+	// CodeGuestTooLarge (413): a guest's prompt is over the size the
+	// gateway checks.
+	CodeGuestTooLarge RefusalCode = "guest_too_large"
+	// CodeGuestUnchecked (502): ComfyUI's answer could not be checked
+	// before showing it to a guest.
+	CodeGuestUnchecked RefusalCode = "guest_unchecked"
+	// CodeGuestLoginLimited (429, login): too many guest logins from this
+	// client; Retry-After says when the next one is allowed.
+	CodeGuestLoginLimited RefusalCode = "guest_login_limited"
+	// CodeLoginFormTooLarge (413): the login form is over 4 KiB.
+	CodeLoginFormTooLarge RefusalCode = "login_form_too_large"
+	// CodeLoginFormTimeout (408): the login form did not arrive in time.
+	CodeLoginFormTimeout RefusalCode = "login_form_timeout"
+	// CodeLoginFormUnreadable (400): the login form could not be parsed.
+	CodeLoginFormUnreadable RefusalCode = "login_form_unreadable"
+	// CodeUpstreamDown (502): ComfyUI could not be reached or closed the
+	// connection before answering.
+	CodeUpstreamDown RefusalCode = "upstream_down"
+	// CodeUpstreamTimeout (504): ComfyUI did not answer in time.
+	CodeUpstreamTimeout RefusalCode = "upstream_timeout"
+	// CodeNotReady (503, /readyz): no credential is loaded or ComfyUI does
+	// not answer.
+	CodeNotReady RefusalCode = "not_ready"
+	// CodeMethodNotAllowed (405): a health endpoint was called with a
+	// method other than GET or HEAD.
+	CodeMethodNotAllowed RefusalCode = "method_not_allowed"
+	// CodeTooManyConnections (503): the gateway's connection limit is
+	// reached; the connection was answered before its request was read.
+	CodeTooManyConnections RefusalCode = "too_many_connections"
+)
+
+// RefusalCodes lists every code, for documentation checks and clients.
+var RefusalCodes = []RefusalCode{
+	CodeNoCredentials, CodeMalformedHeader, CodeWrongToken, CodeTokenTooLong,
+	CodeNoCredentialLoaded, CodeLockedOut, CodeClientBusy, CodePoolBusy,
+	CodeCredentialsReloaded, CodeCrossOrigin, CodeCrossSite, CodeGuestForbidden,
+	CodeGuestBadRequest, CodeGuestTooLarge, CodeGuestUnchecked, CodeGuestLoginLimited,
+	CodeLoginFormTooLarge, CodeLoginFormTimeout, CodeLoginFormUnreadable,
+	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
+	CodeTooManyConnections,
+}
+
+// Refuse is the one way the gateway writes a JSON refusal:
+// `{"error": errText, "reason": reason, "code": code}` with status. It
+// records the code for the access log, so no refusal goes without one.
+func Refuse(w http.ResponseWriter, r *http.Request, status int, code RefusalCode, errText, reason string) {
+	NoteCode(r, code)
+	WriteJSON(w, status, refusalBody{Error: errText, Reason: reason, Code: code})
+}
+
+// NoteCode records code for the access log, for refusals written in
+// another form (an HTML page, a raw connection answer).
+func NoteCode(r *http.Request, code RefusalCode) {
+	InfoFrom(r).Code = code
+}
+
+// refusalBody keeps the fields in the order ComfyUI-Login clients read.
+type refusalBody struct {
+	Error  string      `json:"error"`
+	Reason string      `json:"reason"`
+	Code   RefusalCode `json:"code"`
+}
