@@ -126,6 +126,10 @@ func scenarios(only string) map[string]bool {
 func run(opts options, stdout io.Writer) error {
 	quick, out, keep, only := opts.quick, opts.out, opts.keep, opts.only
 	want := func(s string) bool { return only == nil || only[s] }
+	// Made first, so a long run never ends unable to write its report.
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("the -out directory: %w", err)
+	}
 	began := time.Now()
 	logf := func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(f, a...))
@@ -229,9 +233,6 @@ func run(opts options, stdout io.Writer) error {
 			rep.CPU = cells
 			md := cpuTable(cells, load+" → "+loadAvg())
 			fmt.Fprint(stdout, md)
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return err
-			}
 			if err := os.WriteFile(filepath.Join(out, "cpu.md"), []byte(md), 0o644); err != nil {
 				return err
 			}
