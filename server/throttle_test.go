@@ -23,19 +23,10 @@ func clientFrom(t *testing.T, ip string) *http.Client {
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
+// statusWith is getWith for callers that only need the status and headers.
 func statusWith(t *testing.T, c *http.Client, url, token string, headers ...string) *http.Response {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := getWith(t, c, url, token, headers...)
 	resp.Body.Close()
 	return resp
 }
