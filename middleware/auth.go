@@ -97,7 +97,7 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 			if token != "" {
 				if opts.AcceptHashToken {
 					if _, gen, ok := opts.Hashes.MatchHash(token); ok {
-						info.Method, info.Generation = MethodHashToken, gen
+						info.Method, info.Generation, info.User = MethodHashToken, gen, UserDefault
 						next.ServeHTTP(w, r)
 						return
 					}
@@ -106,7 +106,7 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 				if opts.Throttle != nil {
 					if retry, locked := opts.Throttle.Locked(r); locked {
 						if opts.Throttle.LockedToken(r, token, hit) {
-							info.Method, info.Generation = MethodRawToken, cached.Generation
+							info.Method, info.Generation, info.User = MethodRawToken, cached.Generation, UserDefault
 							next.ServeHTTP(w, r)
 							return
 						}
@@ -115,7 +115,7 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 					}
 				}
 				if hit {
-					info.Method, info.Generation = MethodRawToken, cached.Generation
+					info.Method, info.Generation, info.User = MethodRawToken, cached.Generation, UserDefault
 					next.ServeHTTP(w, r)
 					return
 				}
@@ -127,7 +127,7 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 				}
 				switch res.Outcome {
 				case hashstore.Match:
-					info.Method, info.Generation = MethodRawToken, res.Generation
+					info.Method, info.Generation, info.User = MethodRawToken, res.Generation, UserDefault
 					next.ServeHTTP(w, r)
 					return
 				case hashstore.Busy:
@@ -164,7 +164,10 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 			}
 			if opts.Sessions != nil {
 				if m, ok := opts.Sessions.Authenticate(r); ok {
-					info.Method = m
+					info.Method, info.User = m, UserDefault
+					if m == MethodGuest {
+						info.User = UserGuest
+					}
 					next.ServeHTTP(w, r)
 					return
 				}

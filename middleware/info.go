@@ -23,6 +23,16 @@ const (
 	MethodGuest     Method = "guest"
 )
 
+// The reserved identities. Named users cannot take these names (the
+// credential file refuses them), so a name always means one principal.
+const (
+	// UserDefault is whoever holds a bare hash line: ComfyUI-Login's
+	// single, unnamed user.
+	UserDefault = "default"
+	// UserGuest is every guest session, together.
+	UserGuest = "guest"
+)
+
 // Info is per-request state shared by the access log (which creates it) and
 // the handlers inside it (which fill it). One pointer per request, so the
 // auth decision does not have to rebuild the request to report itself.
@@ -38,6 +48,11 @@ type Info struct {
 	Code RefusalCode
 	// Generation is the credential generation that admitted the request.
 	Generation uint64
+	// User is who the request was let in as: a named user's name from the
+	// credential file, UserDefault for the bare (unnamed) hash lines, or
+	// UserGuest for a guest session. Empty when nobody was authenticated
+	// (a refusal, a public page).
+	User string
 	// Client is the client's address as resolved through trusted proxies,
 	// when it differs from the connection's peer (see ResolveClient).
 	Client string
