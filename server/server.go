@@ -68,6 +68,16 @@ type Server struct {
 
 	// conns bounds client connections, overall and per client.
 	conns *connLimiter
+
+	// comfyUsers maps users to ComfyUI user ids (--comfy-multi-user), nil
+	// when off.
+	comfyUsers *comfyRegistry
+	// queueShare is the --max-queued-prompts check, nil when off;
+	// queueKey keys its tags (derived from the session key), and
+	// queueKeyKept says whether that key survives a restart.
+	queueShare   func(http.Handler) http.Handler
+	queueKey     []byte
+	queueKeyKept bool
 }
 
 // New validates cfg, loads the credentials and builds the handler. It does
@@ -146,6 +156,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			Trusted:     s.trusted,
 		})
 	}
+	s.setUpComfyUsers()
 	s.metrics.watchWebsockets(s.OpenWebsockets)
 	s.conns = newConnLimiter(deriveConnLimits(cfg.MaxConns, cfg.MaxConnsPerClient), s.trusted, s.certs != nil,
 		logger.With().Str("component", "conns").Logger())
@@ -176,8 +187,12 @@ func (s *Server) routes() http.Handler {
 		upstream:      s.upstream,
 		stripCookies:  sessionCookieNames,
 		headerTimeout: s.cfg.UpstreamTimeout,
-		onError:       s.metrics.upstreamError,
+		onError:       s.upstreamError,
 		logger:        s.logger.With().Str("component", "proxy").Logger(),
+	}
+	if s.comfyUsers != nil {
+		po.comfyUser = comfyUserOf
+		po.onResponse = s.noteUnknownUser
 	}
 	if s.store != nil {
 		// The gateway's own pages: login, logout, guest status, and the
@@ -217,6 +232,12 @@ func (s *Server) routes() http.Handler {
 			}))
 		} else {
 			r.Use(markDisabled)
+		}
+		if s.comfyUsers != nil {
+			r.Use(s.bindComfyUser)
+		}
+		if s.queueShare != nil {
+			r.Use(s.queueShare)
 		}
 		r.Use(s.trackWebsockets)
 		r.Handle("/*", forwarded(proxy))
