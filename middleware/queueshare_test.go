@@ -122,4 +122,3 @@ func FuzzCountQueued(f *testing.F) {
 		}
 	})
 }
-
