@@ -316,11 +316,14 @@ func (s *Server) bindComfyUser(next http.Handler) http.Handler {
 		info := middleware.InfoFrom(r)
 		id, err := s.comfyUsers.id(r.Context(), info.User)
 		if err != nil {
-			var re *registryError
-			if !errors.As(err, &re) {
+			if r.Context().Err() != nil {
 				info.Reason = "client closed the request"
 				w.WriteHeader(499)
 				return
+			}
+			var re *registryError
+			if !errors.As(err, &re) {
+				re = registryAnswer(err.Error()).(*registryError)
 			}
 			info.Reason = "comfy user: " + re.reason
 			s.logger.Warn().Str("user", info.User).Str("code", string(re.code)).Msg(re.reason)
