@@ -56,7 +56,10 @@ const (
 type loaded struct {
 	snap    *Snapshot
 	digests [][32]byte
-	key     string // content key of the file bytes it came from
+	// bare[i] is 1 when hash i is a bare line, 0 for a user's line: only
+	// bare lines may be presented as tokens (MatchHash).
+	bare []int
+	key  string // content key of the file bytes it came from
 }
 
 // Store holds the credentials in force and reloads them when the file changes.
@@ -318,6 +321,9 @@ func (s *Store) install(creds Credentials, key, source string) {
 		snap.Fingerprints = append(snap.Fingerprints, Fingerprint(h))
 		l.digests = append(l.digests, sha256.Sum256([]byte(h)))
 	}
+	for _, u := range creds.Users {
+		l.bare = append(l.bare, subtle.ConstantTimeEq(int32(len(u)), 0))
+	}
 	s.mu.Lock()
 	s.problem = nil
 	s.mu.Unlock()
@@ -398,10 +404,14 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-// MatchHash reports whether token equals one of the loaded hash strings,
+// MatchHash reports whether token equals one of the loaded bare hash lines,
 // comparing in constant time against every hash. It returns the 1-based hash
 // line (the position among the hashes, which is the file line for
 // ComfyUI-Login's layout) and the generation it matched in.
+//
+// Only bare lines count: the hash-as-token compatibility is ComfyUI-Login's,
+// whose file has no named lines, and a named user's hash is not a credential
+// (a copy of the file must not let anyone in as that user).
 //
 // Both sides are reduced to SHA-256 first, so the comparison runs over 32
 // bytes whatever the token's length, and every hash is compared even after a
@@ -414,7 +424,7 @@ func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) {
 	d := sha256.Sum256([]byte(token))
 	found := 0
 	for i := range l.digests {
-		eq := s.compareDigest(d[:], l.digests[i][:])
+		eq := s.compareDigest(d[:], l.digests[i][:]) & l.bare[i]
 		first := eq & subtle.ConstantTimeEq(int32(found), 0)
 		found = subtle.ConstantTimeSelect(first, i+1, found)
 	}
