@@ -127,6 +127,9 @@ func rawUser(res hashstore.Result) User {
 // ResultUser names the user of a verifier's Match: the line's name, or
 // UserDefault for a bare line.
 func ResultUser(res hashstore.Result) string {
+	if res.User != "" {
+		return res.User
+	}
 	return UserDefault
 }
 

@@ -87,7 +87,7 @@ func (s *Server) newSessions() (*middleware.Sessions, error) {
 // their users.
 func (s *Server) credentials() (uint64, []string, []string) {
 	if snap := s.store.Snapshot(); snap != nil {
-		return snap.Generation, snap.Creds.Hashes, nil
+		return snap.Generation, snap.Creds.Hashes, snap.Creds.Users
 	}
 	return 0, nil, nil
 }

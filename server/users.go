@@ -11,5 +11,5 @@ type storeUsers struct{ store *hashstore.Store }
 // HasUser reports whether name is a named user of the loaded credentials.
 func (u storeUsers) HasUser(name string) bool {
 	snap := u.store.Snapshot()
-	return snap != nil && name != "" && false // MERGE: snap.UserLines
+	return snap != nil && snap.HasUser(name)
 }
