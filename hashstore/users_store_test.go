@@ -114,7 +114,7 @@ func TestAUsersSecretOnTheUsernameLineIsNeverShown(t *testing.T) {
 				return
 			}
 			waitFor(t, "the username line to be vetted", func() bool {
-				return strings.Contains(ts.logs.String(), "is the raw token or password of hash 2")
+				return strings.Contains(ts.logs.String(), "is the raw token or password of hash 2 (user alice)")
 			})
 			if got := ts.DisplayName(); got != "" {
 				t.Fatalf("DisplayName %q", got)
