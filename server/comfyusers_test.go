@@ -250,6 +250,25 @@ func TestNoComfyUserMeansNoRequest(t *testing.T) {
 		if resp.StatusCode != 502 || !strings.Contains(body, `"code":"upstream_down"`) || !strings.Contains(body, "user registry") {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
+		resp = g.do(t, "GET", "/", nil, bearer, "Accept: text/html")
+		if body := readBody(t, resp); resp.StatusCode != 502 || !strings.Contains(body, `http-equiv="refresh"`) {
+			t.Fatalf("a browser got %d %s, want the page that retries", resp.StatusCode, body)
+		}
+	})
+	t.Run("ComfyUI gone after the user was registered", func(t *testing.T) {
+		g := multiUserGateway(t, nil, nil)
+		if resp := g.do(t, "GET", "/settings", nil, bearer); resp.StatusCode != 200 {
+			t.Fatalf("first: %d", resp.StatusCode)
+		}
+		g.Server.comfyUsers.forget()
+		g.Upstream.Close()
+		resp := g.do(t, "GET", "/settings", nil, bearer)
+		body := readBody(t, resp)
+		// The user keeps the id read before, and the proxy reports ComfyUI
+		// down as for any request.
+		if resp.StatusCode != 502 || !strings.Contains(body, `"code":"upstream_down"`) || strings.Contains(body, "user registry") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
 	})
 }
 
