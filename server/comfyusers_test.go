@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -326,4 +327,30 @@ func FuzzParseComfyUsers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMultiUserSettingsAreChecked: --comfy-multi-user needs someone to be
+// logged in, and a negative share is refused, each naming its field.
+func TestMultiUserSettingsAreChecked(t *testing.T) {
+	tests := []struct {
+		field string
+		set   func(*Config)
+	}{
+		{"ComfyMultiUser", func(c *Config) { c.ComfyMultiUser, c.AuthEnabled = true, false }},
+		{"MaxQueuedPrompts", func(c *Config) { c.MaxQueuedPrompts = -1 }},
+	}
+	for _, tt := range tests {
+		c := testConfig()
+		c.HashFile = "/nonexistent"
+		tt.set(&c)
+		var fe *FieldError
+		if err := c.Validate(); !errors.As(err, &fe) || fe.Field != tt.field {
+			t.Errorf("%s: Validate = %v", tt.field, err)
+		}
+	}
+	c := testConfig()
+	c.HashFile, c.ComfyMultiUser, c.MaxQueuedPrompts = "/nonexistent", true, 3
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a valid multi-user configuration: %v", err)
+	}
 }
