@@ -354,3 +354,19 @@ func TestMultiUserSettingsAreChecked(t *testing.T) {
 		t.Fatalf("a valid multi-user configuration: %v", err)
 	}
 }
+
+// TestBareUserKeepsTheSingleUserDirectory: with "default": "default" in
+// users.json, the bare lines' user is ComfyUI's user/default/, the
+// directory of a single-user ComfyUI, and no new user is made.
+func TestBareUserKeepsTheSingleUserDirectory(t *testing.T) {
+	g := multiUserGateway(t, []fakecomfy.User{{ID: "default", Name: "default"}}, nil)
+	if resp := g.do(t, "GET", "/settings", nil, bearer); resp.StatusCode != 200 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	if got := sentComfyUser(t, g, "/settings"); len(got) != 1 || got[0] != "default" {
+		t.Fatalf("Comfy-User %q, want default", got)
+	}
+	if n := len(g.Fake.Users()); n != 1 {
+		t.Fatalf("registry: %v", g.Fake.Users())
+	}
+}
