@@ -113,14 +113,14 @@ type connLimiter struct {
 	tls    bool
 	logger zerolog.Logger
 
-	mu     sync.Mutex
-	open   int
+	mu   sync.Mutex
+	open int
 	// reserved counts the connections admitted over the overall bound
 	// from the healthcheck's own addresses (healthReserve).
 	reserved int
 	per      map[netip.Addr]int
-	idle   map[*limitedConn]struct{}
-	warned time.Time
+	idle     map[*limitedConn]struct{}
+	warned   time.Time
 
 	refusing chan struct{}
 	refused  atomic.Int64
