@@ -26,6 +26,8 @@ import (
 //   - direct: the fake ComfyUI itself (no proxy, so no proxy CPU);
 //   - nginx: Debian's nginx, no authentication, no access log;
 //   - comfyui-auth: the gateway with its access log, a cached raw token;
+//   - comfyui-auth, no access log: the same at --log-level warn, to show
+//     what the access log costs;
 //   - comfyui-auth (baseline): -baseline BIN, the same with another build,
 //     for a before/after in one run;
 //   - floor 1: net/http plus the gateway's upstream pool, nothing else;
@@ -135,6 +137,15 @@ func (b *bench) peers(spec peersSpec, up *proc, upURL string, ng *proc, ngURL st
 	}
 	add(peerTarget{name: "comfyui-auth", url: gw.url, header: bearer, pid: gw.pid()},
 		"auth (cached raw Bearer token) + access log", "")
+	// The same build with the access log off: what the log itself costs,
+	// measured beside the rest.
+	quiet, err := b.startGateway("peers-nolog", upURL, hashFile, "--log-level", "warn")
+	if err != nil {
+		return nil, err
+	}
+	defer quiet.stop()
+	add(peerTarget{name: "comfyui-auth, no access log", url: quiet.url, header: bearer, pid: quiet.pid()},
+		"the same with --log-level warn", "")
 	if spec.baseline != "" {
 		saved := b.gatewayBin
 		b.gatewayBin = spec.baseline
