@@ -348,11 +348,80 @@ func peersTable(r *peersResult) string {
 		fmt.Fprintf(&sb, "| %s | %.0f | %s | %s | %s | %s | %.1f | %.0f | %d | %d | %s |\n",
 			c.Target, c.RPS, vsN, cpu, vsF, rounds, c.UpUSPer, c.P50, c.Errors, c.NonOK, c.Note)
 	}
+	sb.WriteString("\n")
+	for _, g := range peersGoals(r.Cells) {
+		fmt.Fprintf(&sb, "- %s\n", g)
+	}
 	for _, n := range r.Notes {
-		fmt.Fprintf(&sb, "\n- %s", n)
+		fmt.Fprintf(&sb, "- %s\n", n)
 	}
 	fmt.Fprintf(&sb, "\nCommand: `%s`\n", r.CommandLine)
 	return sb.String()
+}
+
+// peersGoals checks issue 15's goals on one run: comfyui-auth's CPU per
+// request within 1.2× floor 1, and ahead of Caddy and oauth2-proxy in both
+// CPU per request and req/s, counting the rounds each held in.
+func peersGoals(cells []peerCell) []string {
+	find := func(name string) *peerCell {
+		for i := range cells {
+			if cells[i].Target == name && cells[i].NA == "" && len(cells[i].Rounds) > 0 {
+				return &cells[i]
+			}
+		}
+		return nil
+	}
+	gw := find("comfyui-auth")
+	if gw == nil {
+		return nil
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**MISSED**"
+	}
+	var out []string
+	if find("floor 1") != nil {
+		within := 0
+		for _, r := range gw.Rounds {
+			if r.VsFloor1 > 0 && r.VsFloor1 <= 1.2 {
+				within++
+			}
+		}
+		out = append(out, fmt.Sprintf("CPU per request within 1.2× floor 1: %.2f× (median of rounds; %d of %d rounds within): %s",
+			gw.VsFloor1, within, len(gw.Rounds), verdict(gw.VsFloor1 <= 1.2)))
+	}
+	for _, peer := range []string{"Caddy", "oauth2-proxy"} {
+		p := find(peer)
+		if p == nil {
+			continue
+		}
+		cpuWins, rpsWins, n := 0, 0, min(len(gw.Rounds), len(p.Rounds))
+		for i := 0; i < n; i++ {
+			if gw.Rounds[i].USPerReq < p.Rounds[i].USPerReq {
+				cpuWins++
+			}
+			if gw.Rounds[i].RPS > p.Rounds[i].RPS {
+				rpsWins++
+			}
+		}
+		out = append(out, fmt.Sprintf("ahead of %s: CPU/req %.1f vs %.1f µs (%d of %d rounds), req/s %.0f vs %.0f (%d of %d rounds): %s",
+			peer, gw.USPerReq, p.USPerReq, cpuWins, n, gw.RPS, p.RPS, rpsWins, n, verdict(gw.USPerReq < p.USPerReq && gw.RPS > p.RPS)))
+	}
+	if base := find("comfyui-auth (baseline)"); base != nil {
+		n := min(len(gw.Rounds), len(base.Rounds))
+		pairs := make([]string, n)
+		var changes []float64
+		for i := 0; i < n; i++ {
+			c := (gw.Rounds[i].USPerReq/base.Rounds[i].USPerReq - 1) * 100
+			changes = append(changes, c)
+			pairs[i] = fmt.Sprintf("%+.0f %%", c)
+		}
+		out = append(out, fmt.Sprintf("this build against the baseline, CPU per request round by round: %s (median %+.1f %%)",
+			strings.Join(pairs, ", "), median(changes)))
+	}
+	return out
 }
 
 // ---- CPU accounting ----

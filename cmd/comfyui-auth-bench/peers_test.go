@@ -242,3 +242,34 @@ func TestHtpasswdSHAIsApachesFormat(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+func TestPeersGoalsCountRoundsAndSayMissed(t *testing.T) {
+	mk := func(name string, rps, cpu, vsF []float64) peerCell {
+		c := peerCell{Target: name, hasProxy: true}
+		for i := range rps {
+			c.Rounds = append(c.Rounds, peerRound{RPS: rps[i], USPerReq: cpu[i], VsFloor1: vsF[i]})
+		}
+		c.RPS, c.USPerReq, c.VsFloor1 = median(rps), median(cpu), median(vsF)
+		return c
+	}
+	cells := []peerCell{
+		mk("comfyui-auth", []float64{100, 90, 80}, []float64{110, 130, 125}, []float64{1.1, 1.3, 1.25}),
+		mk("comfyui-auth (baseline)", []float64{100, 90, 80}, []float64{100, 130, 100}, []float64{1, 1, 1}),
+		mk("floor 1", []float64{100, 100, 100}, []float64{100, 100, 100}, []float64{1, 1, 1}),
+		mk("Caddy", []float64{50, 95, 40}, []float64{200, 120, 200}, []float64{2, 1.2, 2}),
+		{Target: "oauth2-proxy", NA: "not installed"},
+	}
+	got := strings.Join(peersGoals(cells), "\n")
+	for _, want := range []string{
+		"within 1.2× floor 1: 1.25× (median of rounds; 1 of 3 rounds within): **MISSED**",
+		"ahead of Caddy: CPU/req 125.0 vs 200.0 µs (2 of 3 rounds), req/s 90 vs 50 (2 of 3 rounds): met",
+		"round by round: +10 %, +0 %, +25 % (median +10.0 %)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("goals lack %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "oauth2-proxy") {
+		t.Errorf("a peer not measured was judged:\n%s", got)
+	}
+}
