@@ -359,7 +359,7 @@ func peersTable(r *peersResult) string {
 	return sb.String()
 }
 
-// peersGoals checks issue 15's goals on one run: comfyui-auth's CPU per
+// peersGoals checks the proxy-speed goals on one run: comfyui-auth's CPU per
 // request within 1.2× floor 1, and ahead of Caddy and oauth2-proxy in both
 // CPU per request and req/s, counting the rounds each held in.
 func peersGoals(cells []peerCell) []string {
