@@ -364,7 +364,7 @@ func (s *Server) bindComfyUser(next http.Handler) http.Handler {
 // with '_' for '-', however often, and sets id when there is one.
 func setComfyUser(h http.Header, id string) {
 	for k := range h {
-		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "Comfy-User") {
+		if len(k) == len("Comfy-User") && strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "Comfy-User") {
 			delete(h, k)
 		}
 	}
