@@ -108,16 +108,24 @@ func servePrompt(w http.ResponseWriter, r *http.Request, next http.Handler, g gu
 	}
 	id, _ := json.Marshal(g.id(asked))
 	out := writeObject(append(kept, member{"client_id", id}))
+	next.ServeHTTP(w, withJSONBody(r, out))
+}
+
+// withJSONBody is r with body out, the gateway's own rewrite of the JSON
+// the client sent. ComfyUI decodes a body with the charset and encoding the
+// headers name: under charset=utf-7, "+AGY-ront" would be "front" there. So
+// the headers are made to say what out is: UTF-8 JSON of a known length,
+// with no content or transfer encoding.
+func withJSONBody(r *http.Request, out []byte) *http.Request {
 	r2 := r.Clone(r.Context())
 	r2.Body = io.NopCloser(bytes.NewReader(out))
 	r2.ContentLength = int64(len(out))
 	r2.Header.Set("Content-Length", strconv.Itoa(len(out)))
-	// ComfyUI decodes the body with the charset and encoding the headers
-	// name: under charset=utf-7, "+AGY-ront" would be "front" there. The
-	// body is now the gateway's own UTF-8 JSON, and is labelled so.
 	r2.Header.Set("Content-Type", "application/json")
 	r2.Header.Del("Content-Encoding")
-	next.ServeHTTP(w, r2)
+	r2.Header.Del("Transfer-Encoding")
+	r2.TransferEncoding = nil
+	return r2
 }
 
 // serveRedacted passes a guest's GET /queue, /history or /history/{id} to

@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -114,17 +113,7 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 					fmt.Sprintf("%s already has %d prompts pending or running in ComfyUI's queue, the most each user may have (--max-queued-prompts); queue this one when one of them has finished, or cancel one", whose(user), n))
 				return
 			}
-			r2 := r.Clone(r.Context())
-			r2.Body = io.NopCloser(bytes.NewReader(out))
-			r2.ContentLength = int64(len(out))
-			r2.Header.Set("Content-Length", strconv.Itoa(len(out)))
-			// ComfyUI decodes with the charset the headers name; the body
-			// is now the gateway's own UTF-8 JSON, and is labelled so.
-			r2.Header.Set("Content-Type", "application/json")
-			r2.Header.Del("Content-Encoding")
-			r2.Header.Del("Transfer-Encoding")
-			r2.TransferEncoding = nil
-			next.ServeHTTP(w, r2)
+			next.ServeHTTP(w, withJSONBody(r, out))
 		})
 	}
 }
