@@ -29,7 +29,8 @@ const QueueTagKey = "comfyui_auth"
 
 // QueueShareOptions configures QueueShare.
 type QueueShareOptions struct {
-	// Max is how many prompts one user may have pending or running.
+	// Max is how many prompts one user may have pending or running; 0
+	// tags prompts without counting them (for OwnPrompts alone).
 	Max int
 	// Key keys the tags' HMAC. It must outlive the gateway's process for
 	// prompts queued before a restart to count after it.
@@ -90,6 +91,10 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 					"the prompt must be a JSON object, with extra_data an object if present: "+err.Error())
 				return
 			}
+			if o.Max <= 0 {
+				next.ServeHTTP(w, withBody(r, out))
+				return
+			}
 			unlock, ok := locks.lock(r.Context(), user)
 			if !ok {
 				info.Reason = "client closed the request"
@@ -114,19 +119,24 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 					fmt.Sprintf("%s already has %d prompts pending or running in ComfyUI's queue, the most each user may have (--max-queued-prompts); queue this one when one of them has finished, or cancel one", whose(user), n))
 				return
 			}
-			r2 := r.Clone(r.Context())
-			r2.Body = io.NopCloser(bytes.NewReader(out))
-			r2.ContentLength = int64(len(out))
-			r2.Header.Set("Content-Length", strconv.Itoa(len(out)))
-			// ComfyUI decodes with the charset the headers name; the body
-			// is now the gateway's own UTF-8 JSON, and is labelled so.
-			r2.Header.Set("Content-Type", "application/json")
-			r2.Header.Del("Content-Encoding")
-			r2.Header.Del("Transfer-Encoding")
-			r2.TransferEncoding = nil
-			next.ServeHTTP(w, r2)
+			next.ServeHTTP(w, withBody(r, out))
 		})
 	}
+}
+
+// withBody is r carrying the gateway's own JSON body. ComfyUI decodes
+// with the charset the headers name; the body is the gateway's own UTF-8
+// JSON, and is labelled so.
+func withBody(r *http.Request, body []byte) *http.Request {
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(body))
+	r2.ContentLength = int64(len(body))
+	r2.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	r2.Header.Set("Content-Type", "application/json")
+	r2.Header.Del("Content-Encoding")
+	r2.Header.Del("Transfer-Encoding")
+	r2.TransferEncoding = nil
+	return r2
 }
 
 func whose(user string) string {
