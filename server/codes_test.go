@@ -328,6 +328,18 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 			body := append([]byte(`{"prompt":"`), bytes.Repeat([]byte("x"), middleware.MaxPromptBytes)...)
 			return shareGateway(t, 1, false).do(t, "POST", "/api/prompt", body, bearer)
 		}},
+		{"own prompts unchecked", 502, middleware.CodeOwnPromptsUnchecked, func(t *testing.T) *http.Response {
+			notComfy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, "this is not ComfyUI")
+			}))
+			t.Cleanup(notComfy.Close)
+			c := newClassFile(t)
+			g := startGateway(t, gatewayOpts{hashContent: ptr(c.content()), configure: func(cfg *Config) {
+				cfg.MaxQueuedPrompts = 1
+				cfg.Upstream = notComfy.URL
+			}})
+			return g.do(t, "GET", "/queue", nil, "Authorization: Bearer alice:"+c.alice)
+		}},
 		{"user registry", 502, middleware.CodeUserRegistry, func(t *testing.T) *http.Response {
 			g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, muToken)), configure: func(c *Config) { c.ComfyMultiUser = true }})
 			return g.do(t, "GET", "/settings", nil, bearer)
