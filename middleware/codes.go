@@ -93,6 +93,10 @@ const (
 	// be read to tell the caller's prompts from other users', so nothing
 	// was done or shown.
 	CodeOwnPromptsUnchecked RefusalCode = "own_prompts_unchecked"
+	// CodePromptIDTaken (409): a named user's prompt names, as its
+	// prompt_id, the id of another user's prompt in ComfyUI's queue or
+	// history.
+	CodePromptIDTaken RefusalCode = "prompt_id_taken"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was
 	// not passed on without its Comfy-User.
@@ -111,7 +115,7 @@ var RefusalCodes = []RefusalCode{
 	CodeLoginFormTooLarge, CodeLoginFormTimeout, CodeLoginFormUnreadable,
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
 	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
-	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodeUserRegistry, CodeUsersManaged,
+	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
 }
 
 // Refuse is the one way the gateway writes a JSON refusal:

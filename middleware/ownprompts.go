@@ -48,14 +48,22 @@ type OwnPromptsOptions struct {
 //     history entries. ComfyUI gets the gateway's own body
 //     {"delete": [...]}; when nothing of the caller's is left, the gateway
 //     answers 200 itself and ComfyUI is not asked.
+//
 //   - POST /interrupt: forwarded as {"prompt_id": id} only when id is the
 //     caller's running prompt; without a prompt_id (ComfyUI's global
 //     interrupt) it targets the caller's running prompt. Otherwise 200,
 //     nothing done: the frontend ignores the answer either way.
+//
 //   - GET /queue: other users' items keep their place and number, with an
 //     opaque id and an empty graph, extra_data and outputs, so the queue's
 //     length still says how busy ComfyUI is. GET /history and
 //     /history/{id}: only the caller's entries.
+//
+//   - POST /prompt with a prompt_id of the client's choosing: refused 409
+//     prompt_id_taken when that id is in ComfyUI's queue or history and
+//     not the caller's, since ComfyUI would file the new prompt's result
+//     in place of the other user's history entry. It must run before
+//     QueueShare, which sets a prompt_id on every prompt.
 //
 // Every answer the gateway writes itself says, in JSON, what it kept and
 // what it left. Bodies are read up to MaxEditBytes (413 prompt_too_large
@@ -79,6 +87,8 @@ func OwnPrompts(o OwnPromptsOptions) func(http.Handler) http.Handler {
 				path = "/" + rest
 			}
 			switch {
+			case strings.EqualFold(r.Method, http.MethodPost) && path == "/prompt":
+				o.servePrompt(w, r, next, user)
 			case strings.EqualFold(r.Method, http.MethodPost) && (path == "/queue" || path == "/history"):
 				o.serveEdit(w, r, next, user, path)
 			case strings.EqualFold(r.Method, http.MethodPost) && path == "/interrupt":
@@ -502,4 +512,73 @@ func OwnHistoryView(raw, key []byte, user string) ([]byte, error) {
 		}
 	}
 	return writeObject(kept), nil
+}
+
+// servePrompt refuses a prompt whose chosen prompt_id is another user's
+// (see OwnPrompts) and passes every other one on with the same body.
+func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, next http.Handler, user string) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxPromptBytes+1))
+	if err != nil {
+		InfoFrom(r).Reason = "prompt unreadable: " + err.Error()
+		Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.", "the prompt could not be read: "+err.Error())
+		return
+	}
+	if len(body) > MaxPromptBytes {
+		Refuse(w, r, http.StatusRequestEntityTooLarge, CodePromptTooLarge, "The prompt is too large.",
+			fmt.Sprintf("a prompt may be %d MiB at most while the gateway tags prompts with their user", MaxPromptBytes>>20))
+		return
+	}
+	id := ChosenPromptID(body)
+	if id != "" {
+		raw, err := o.Queue(r.Context())
+		var owners map[string]string
+		if err == nil {
+			owners, _, err = QueueOwners(raw, o.Key)
+		}
+		if err != nil {
+			o.Failed(w, r, err)
+			return
+		}
+		owner, queued := owners[id]
+		if !queued || owner == user {
+			if raw, err = o.History(r.Context()); err == nil {
+				owners, err = HistoryOwners(raw, o.Key)
+			}
+			if err != nil {
+				o.Failed(w, r, err)
+				return
+			}
+			owner, queued = owners[id]
+		}
+		if queued && owner != user {
+			InfoFrom(r).Reason = "own prompts: prompt_id of another user's prompt"
+			Refuse(w, r, http.StatusConflict, CodePromptIDTaken, "The prompt id is taken.",
+				"prompt_id "+strconv.Quote(id)+" is another prompt's in ComfyUI's queue or history, and its result would replace that prompt's; leave prompt_id out to get a new one, or choose a new UUID")
+			return
+		}
+	}
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(strings.NewReader(string(body)))
+	r2.ContentLength = int64(len(body))
+	r2.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	r2.Header.Del("Transfer-Encoding")
+	r2.TransferEncoding = nil
+	next.ServeHTTP(w, r2)
+}
+
+// ChosenPromptID is the prompt_id a POST /prompt body names as TagPrompt
+// keeps it: the last prompt_id member, if a non-empty string; else "".
+func ChosenPromptID(body []byte) string {
+	ms, err := readObject(body)
+	if err != nil {
+		return ""
+	}
+	id := ""
+	for _, m := range ms {
+		if m.key == "prompt_id" {
+			id = ""
+			_ = json.Unmarshal(m.val, &id)
+		}
+	}
+	return id
 }

@@ -340,6 +340,11 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 			}})
 			return g.do(t, "GET", "/queue", nil, "Authorization: Bearer alice:"+c.alice)
 		}},
+		{"prompt id taken", 409, middleware.CodePromptIDTaken, func(t *testing.T) *http.Response {
+			c := startClass(t, func(cfg *Config) { cfg.MaxQueuedPrompts = 5 })
+			id := c.queue(t, c.alice, "A")
+			return c.do(t, "POST", "/prompt", []byte(`{"prompt":{},"prompt_id":"`+id+`"}`), c.bob, "Content-Type: application/json")
+		}},
 		{"user registry", 502, middleware.CodeUserRegistry, func(t *testing.T) *http.Response {
 			g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, muToken)), configure: func(c *Config) { c.ComfyMultiUser = true }})
 			return g.do(t, "GET", "/settings", nil, bearer)

@@ -266,11 +266,15 @@ func TestStudentsDeleteAndClearOnlyTheirOwnHistory(t *testing.T) {
 }
 
 // TestForgedOwnershipGivesNoRights: prompts that reach ComfyUI's queue
-// with a copy of alice's tag or a made-up one, and a prompt bob queues
-// under alice's prompt id, are not alice's to delete or see, and bob's
-// copy of her id does not make her prompt his.
+// with a copy of alice's tag or a made-up one are not alice's to delete
+// or see; bob cannot queue a prompt under the id of alice's queued or
+// finished prompt (its result would replace hers in history), though he
+// may reuse his own.
 func TestForgedOwnershipGivesNoRights(t *testing.T) {
 	c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+	done := c.queue(t, c.alice, "A")
+	c.Fake.Advance()
+	c.Fake.Advance() // alice's first is in history
 	a1 := c.queue(t, c.alice, "A")
 	var realTag json.RawMessage
 	for _, it := range queued(t, c.gateway) {
@@ -286,17 +290,36 @@ func TestForgedOwnershipGivesNoRights(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	// Bob queues through the gateway under alice's prompt id, with her tag.
-	st, _ := c.post(t, "/prompt", `{"prompt":{"1":{"class_type":"B"}},"prompt_id":"`+a1+`","extra_data":{"comfyui_auth":`+string(realTag)+`}}`, c.bob)
-	if st != 200 {
-		t.Fatalf("bob's prompt: %d", st)
-	}
 	if body := c.get(t, "/queue", c.alice); strings.Contains(body, "CopiedTagNode") || strings.Contains(body, "MadeUpTagNode") {
 		t.Fatalf("alice sees forged prompts as hers: %s", body)
 	}
 	c.post(t, "/queue", `{"delete":["copied","made-up"]}`, c.alice)
-	c.post(t, "/queue", `{"delete":["`+a1+`"]}`, c.bob)
-	if got := ids(t, c.gateway); len(got) != 4 {
-		t.Fatalf("forged or borrowed ownership deleted a prompt: %v", got)
+	if got := ids(t, c.gateway); len(got) != 3 {
+		t.Fatalf("a forged tag let alice delete a prompt: %v", got)
+	}
+	// Bob names alice's ids, with her tag.
+	for _, id := range []string{a1, done} {
+		body := `{"prompt":{"1":{"class_type":"B"}},"prompt_id":"` + id + `","extra_data":{"comfyui_auth":` + string(realTag) + `}}`
+		for _, path := range []string{"/prompt", "/api/prompt"} {
+			st, b := c.post(t, path, body, c.bob)
+			if st != 409 || refusalCode(t, "application/json", []byte(b)) != middleware.CodePromptIDTaken {
+				t.Fatalf("bob queues under alice's id %s on %s: %d %s, want 409 prompt_id_taken", id, path, st, b)
+			}
+		}
+	}
+	if got := ids(t, c.gateway); len(got) != 3 || !c.Fake.HasHistory(done) {
+		t.Fatalf("queue %v, alice's history kept %v", got, c.Fake.HasHistory(done))
+	}
+	own := `{"prompt":{"1":{"class_type":"B"}},"prompt_id":"bobs-own-id"}`
+	for i := 0; i < 2; i++ {
+		if st, b := c.post(t, "/prompt", own, c.bob); st != 200 {
+			t.Fatalf("bob's own id, time %d: %d %s", i+1, st, b)
+		}
+	}
+	if st, b := c.post(t, "/prompt", own, c.alice); st != 409 {
+		t.Fatalf("alice under bob's id: %d %s, want 409", st, b)
+	}
+	if st, b := c.post(t, "/prompt", `{"prompt":{"1":{"class_type":"X"}},"prompt_id":"`+a1+`"}`, c.operator); st != 200 {
+		t.Fatalf("the operator chooses any id: %d %s", st, b)
 	}
 }

@@ -236,11 +236,13 @@ func (s *Server) routes() http.Handler {
 		if s.comfyUsers != nil {
 			r.Use(s.bindComfyUser)
 		}
-		if s.queueShare != nil {
-			r.Use(s.queueShare)
-		}
+		// Own prompts first: it judges the prompt_id a client chose,
+		// before the queue share sets one on every prompt.
 		if s.ownPrompts != nil {
 			r.Use(s.ownPrompts)
+		}
+		if s.queueShare != nil {
+			r.Use(s.queueShare)
 		}
 		r.Use(s.trackWebsockets)
 		r.Handle("/*", forwarded(proxy))
