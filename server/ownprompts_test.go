@@ -114,7 +114,8 @@ func TestStudentsDeleteAndClearOnlyTheirOwnQueuedPrompts(t *testing.T) {
 			if got, want := ids(t, c.gateway), []string{a2, b1, b2}; !slices.Equal(got, want) {
 				t.Fatalf("after alice deleted [a1 b2]: %v, want %v (hers gone, bob's kept)", got, want)
 			}
-			if st, b := c.post(t, "/queue", `{"clear":true}`, c.alice); st != 200 {
+			// Judged on the path as ComfyUI's router decodes it.
+			if st, b := c.post(t, "/api/queu%65", `{"clear":1}`, c.alice); st != 200 {
 				t.Fatalf("alice clears: %d %s", st, b)
 			}
 			if got, want := ids(t, c.gateway), []string{b1, b2}; !slices.Equal(got, want) {
