@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -313,18 +314,39 @@ func writeOwnAnswer(w http.ResponseWriter, a editAnswer) {
 // of different owners (a client may choose its prompt_id), or on an item
 // without a valid tag, has owner "": nobody's but the operator's.
 func QueueOwners(raw, key []byte) (owners map[string]string, pending map[string]bool, err error) {
+	q, err := readQueue(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	owners, pending = q.owners(key)
+	return owners, pending, nil
+}
+
+// comfyQueue is a GET /queue answer, each item's members kept raw.
+type comfyQueue struct {
+	Running [][]json.RawMessage
+	Pending [][]json.RawMessage
+}
+
+func readQueue(raw []byte) (comfyQueue, error) {
+	// One decode of the whole answer: the prompts, most of its bytes, are
+	// scanned and copied, never parsed further.
 	var q struct {
 		Running *[][]json.RawMessage `json:"queue_running"`
 		Pending *[][]json.RawMessage `json:"queue_pending"`
 	}
 	if err := json.Unmarshal(raw, &q); err != nil {
-		return nil, nil, err
+		return comfyQueue{}, err
 	}
 	if q.Running == nil || q.Pending == nil {
-		return nil, nil, errors.New("queue_running or queue_pending is missing")
+		return comfyQueue{}, errors.New("queue_running or queue_pending is missing")
 	}
+	return comfyQueue{*q.Running, *q.Pending}, nil
+}
+
+func (q comfyQueue) owners(key []byte) (owners map[string]string, pending map[string]bool) {
 	owners, pending = map[string]string{}, map[string]bool{}
-	for i, items := range [][][]json.RawMessage{*q.Running, *q.Pending} {
+	for i, items := range [][][]json.RawMessage{q.Running, q.Pending} {
 		for _, tuple := range items {
 			id, owner := itemOwner(tuple, key)
 			if id == "" {
@@ -336,7 +358,7 @@ func QueueOwners(raw, key []byte) (owners map[string]string, pending map[string]
 			}
 		}
 	}
-	return owners, pending, nil
+	return owners, pending
 }
 
 // note records owner for id; a second, different owner makes it nobody's.
@@ -362,14 +384,11 @@ func itemOwner(tuple []json.RawMessage, key []byte) (id, owner string) {
 // RunningOwned is the ids of the running prompts in a GET /queue answer
 // that are user's and no one else's.
 func RunningOwned(raw, key []byte, user string) ([]string, error) {
-	owners, _, err := QueueOwners(raw, key)
+	q, err := readQueue(raw)
 	if err != nil {
 		return nil, err
 	}
-	var q struct {
-		Running [][]json.RawMessage `json:"queue_running"`
-	}
-	_ = json.Unmarshal(raw, &q)
+	owners, _ := q.owners(key)
 	var out []string
 	for _, tuple := range q.Running {
 		var id string
@@ -444,41 +463,47 @@ func (o OwnPromptsOptions) serveOwnView(w http.ResponseWriter, r *http.Request, 
 // OwnQueueView rewrites a GET /queue answer for user: their items as they
 // are; every other item keeps its number and place, with an opaque id
 // ("hidden-" and an HMAC of its id) and an empty prompt, extra_data and
-// outputs.
+// outputs. Members of the answer other than the two lists are dropped.
 func OwnQueueView(raw, key []byte, user string) ([]byte, error) {
-	owners, _, err := QueueOwners(raw, key)
+	q, err := readQueue(raw)
 	if err != nil {
 		return nil, err
 	}
-	ms, err := readObject(raw)
-	if err != nil {
-		return nil, err
-	}
-	for i, m := range ms {
-		if m.key != "queue_running" && m.key != "queue_pending" {
-			continue
-		}
-		var items [][]json.RawMessage
-		if err := json.Unmarshal(m.val, &items); err != nil {
-			return nil, fmt.Errorf("%s: %w", m.key, err)
-		}
-		out := make([]json.RawMessage, len(items))
-		for j, tuple := range items {
+	owners, _ := q.owners(key)
+	var b bytes.Buffer
+	b.Grow(len(raw))
+	for n, list := range []struct {
+		name  string
+		items [][]json.RawMessage
+	}{{"queue_running", q.Running}, {"queue_pending", q.Pending}} {
+		b.WriteString([]string{`{"`, `,"`}[n] + list.name + `":[`)
+		for j, tuple := range list.items {
+			if j > 0 {
+				b.WriteByte(',')
+			}
 			var id string
-			if len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil && owners[id] == user {
-				out[j], _ = json.Marshal(tuple)
-				continue
+			owned := len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil && owners[id] == user
+			if !owned {
+				number := json.RawMessage("0")
+				if len(tuple) > 0 {
+					number = tuple[0]
+				}
+				hidden, _ := json.Marshal(hiddenID(key, list.name, j, id))
+				tuple = []json.RawMessage{number, hidden, json.RawMessage("{}"), json.RawMessage("{}"), json.RawMessage("[]")}
 			}
-			number := json.RawMessage("0")
-			if len(tuple) > 0 {
-				number = tuple[0]
+			b.WriteByte('[')
+			for k, m := range tuple {
+				if k > 0 {
+					b.WriteByte(',')
+				}
+				b.Write(m)
 			}
-			hidden, _ := json.Marshal(hiddenID(key, m.key, j, id))
-			out[j], _ = json.Marshal([]json.RawMessage{number, hidden, json.RawMessage("{}"), json.RawMessage("{}"), json.RawMessage("[]")})
+			b.WriteByte(']')
 		}
-		ms[i].val, _ = json.Marshal(out)
+		b.WriteByte(']')
 	}
-	return writeObject(ms), nil
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // hiddenID stands for another user's prompt id: stable for one id, so the
