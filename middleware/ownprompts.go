@@ -526,9 +526,9 @@ func OwnHistoryView(raw, key []byte, user string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	owners, err := HistoryOwners(raw, key)
-	if err != nil {
-		return nil, err
+	owners := map[string]string{}
+	for _, m := range ms {
+		note(owners, m.key, historyOwner(m.key, m.val, key))
 	}
 	kept := ms[:0]
 	for _, m := range ms {
