@@ -81,11 +81,22 @@ const (
 	// the user's prompts, so the prompt was not queued.
 	CodeQueueUnchecked RefusalCode = "queue_unchecked"
 	// CodePromptUnreadable (400): a prompt the gateway must tag (queue
-	// share) is not a JSON object with an object extra_data.
+	// share) is not a JSON object with an object extra_data, or a POST
+	// /queue or /history body it must read (OwnPrompts) is not a JSON
+	// object with a list `delete`.
 	CodePromptUnreadable RefusalCode = "prompt_unreadable"
 	// CodePromptTooLarge (413): a prompt the gateway must tag is over
-	// MaxPromptBytes.
+	// MaxPromptBytes, or a POST /queue, /history or /interrupt body it
+	// must read is over MaxEditBytes.
 	CodePromptTooLarge RefusalCode = "prompt_too_large"
+	// CodeOwnPromptsUnchecked (502): ComfyUI's queue or history could not
+	// be read to tell the caller's prompts from other users', so nothing
+	// was done or shown.
+	CodeOwnPromptsUnchecked RefusalCode = "own_prompts_unchecked"
+	// CodePromptIDTaken (409): a named user's prompt names, as its
+	// prompt_id, the id of another user's prompt in ComfyUI's queue or
+	// history.
+	CodePromptIDTaken RefusalCode = "prompt_id_taken"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was
 	// not passed on without its Comfy-User.
@@ -104,7 +115,7 @@ var RefusalCodes = []RefusalCode{
 	CodeLoginFormTooLarge, CodeLoginFormTimeout, CodeLoginFormUnreadable,
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
 	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
-	CodePromptTooLarge, CodeUserRegistry, CodeUsersManaged,
+	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
 }
 
 // Refuse is the one way the gateway writes a JSON refusal:

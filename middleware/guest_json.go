@@ -244,13 +244,15 @@ func redactItem(raw json.RawMessage, g guestClient) (json.RawMessage, error) {
 	return json.Marshal(tuple)
 }
 
-// holdWriter keeps a response in memory, up to MaxGuestRedactBytes.
+// holdWriter keeps a response in memory, up to max bytes (0:
+// MaxGuestRedactBytes).
 type holdWriter struct {
 	header   http.Header
 	status   int
 	wrote    bool
 	buf      bytes.Buffer
 	overflow bool
+	max      int
 }
 
 func (h *holdWriter) Header() http.Header { return h.header }
@@ -263,10 +265,14 @@ func (h *holdWriter) WriteHeader(code int) {
 
 func (h *holdWriter) Write(p []byte) (int, error) {
 	h.wrote = true
-	if h.buf.Len()+len(p) > MaxGuestRedactBytes {
+	limit := h.max
+	if limit == 0 {
+		limit = MaxGuestRedactBytes
+	}
+	if h.overflow || h.buf.Len()+len(p) > limit {
 		h.overflow = true
 		h.buf.Reset()
-		return 0, errors.New("answer too large to redact for a guest")
+		return 0, errors.New("answer too large to hold")
 	}
 	return h.buf.Write(p)
 }

@@ -28,7 +28,8 @@ const QueueTagKey = "comfyui_auth"
 
 // QueueShareOptions configures QueueShare.
 type QueueShareOptions struct {
-	// Max is how many prompts one user may have pending or running.
+	// Max is how many prompts one user may have pending or running; 0
+	// tags prompts without counting them (for OwnPrompts alone).
 	Max int
 	// Key keys the tags' HMAC. It must outlive the gateway's process for
 	// prompts queued before a restart to count after it.
@@ -87,6 +88,10 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 				info.Reason = "prompt unreadable: " + err.Error()
 				Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.",
 					"the prompt must be a JSON object, with extra_data an object if present: "+err.Error())
+				return
+			}
+			if o.Max <= 0 {
+				next.ServeHTTP(w, withJSONBody(r, out))
 				return
 			}
 			unlock, ok := locks.lock(r.Context(), user)

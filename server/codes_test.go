@@ -328,6 +328,23 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 			body := append([]byte(`{"prompt":"`), bytes.Repeat([]byte("x"), middleware.MaxPromptBytes)...)
 			return shareGateway(t, 1, false).do(t, "POST", "/api/prompt", body, bearer)
 		}},
+		{"own prompts unchecked", 502, middleware.CodeOwnPromptsUnchecked, func(t *testing.T) *http.Response {
+			notComfy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, "this is not ComfyUI")
+			}))
+			t.Cleanup(notComfy.Close)
+			c := newClassFile(t)
+			g := startGateway(t, gatewayOpts{hashContent: ptr(c.content()), configure: func(cfg *Config) {
+				cfg.MaxQueuedPrompts = 1
+				cfg.Upstream = notComfy.URL
+			}})
+			return g.do(t, "GET", "/queue", nil, "Authorization: Bearer alice:"+c.alice)
+		}},
+		{"prompt id taken", 409, middleware.CodePromptIDTaken, func(t *testing.T) *http.Response {
+			c := startClass(t, func(cfg *Config) { cfg.MaxQueuedPrompts = 5 })
+			id := c.queue(t, c.alice, "A")
+			return c.do(t, "POST", "/prompt", []byte(`{"prompt":{},"prompt_id":"`+id+`"}`), c.bob, "Content-Type: application/json")
+		}},
 		{"user registry", 502, middleware.CodeUserRegistry, func(t *testing.T) *http.Response {
 			g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, muToken)), configure: func(c *Config) { c.ComfyMultiUser = true }})
 			return g.do(t, "GET", "/settings", nil, bearer)

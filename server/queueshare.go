@@ -37,9 +37,8 @@ func (s *Server) setUpComfyUsers() {
 		s.comfyUsers = newComfyRegistry(s.upstream, client, s.logger.With().Str("component", "comfy-users").Logger())
 		s.logger.Info().Msg("--comfy-multi-user: each user gets their own ComfyUI user, and the gateway sets Comfy-User on every request; ComfyUI must run with --multi-user")
 	}
-	if s.cfg.MaxQueuedPrompts == 0 {
-		return
-	}
+	// Prompts are tagged with their user in both modes: the queue share
+	// counts the tags, and OwnPrompts keeps each user to their own.
 	if s.queueKey == nil {
 		s.queueKey = make([]byte, 32)
 		if _, err := rand.Read(s.queueKey); err != nil {
@@ -47,7 +46,7 @@ func (s *Server) setUpComfyUsers() {
 		}
 	}
 	if !s.queueKeyKept {
-		s.logger.Warn().Msg("--max-queued-prompts: the gateway's session key changes at each restart (no SECRET_KEY, --secret-key-file or --state-dir), so prompts queued before a restart are not counted after it")
+		s.logger.Warn().Msg("prompts are tagged with their user (--comfy-multi-user or --max-queued-prompts) under a key derived from the session key, which changes at each restart (no SECRET_KEY, --secret-key-file or --state-dir): prompts queued before a restart are not counted after it, and their users can no longer delete or see them")
 	}
 	queueURL := *s.upstream
 	queueURL.Path = "/queue"
@@ -59,6 +58,7 @@ func (s *Server) setUpComfyUsers() {
 		},
 		QueueFailed: s.queueFailed,
 	})
+	s.setUpOwnPrompts()
 }
 
 // readQueue is GET /queue, read whole up to maxQueueAnswerBytes.

@@ -72,10 +72,13 @@ type Server struct {
 	// comfyUsers maps users to ComfyUI user ids (--comfy-multi-user), nil
 	// when off.
 	comfyUsers *comfyRegistry
-	// queueShare is the --max-queued-prompts check, nil when off;
-	// queueKey keys its tags (derived from the session key), and
+	// queueShare tags prompts with their user and, with
+	// --max-queued-prompts, counts them; ownPrompts keeps named users and
+	// guests to their own prompts; both nil when neither mode is on.
+	// queueKey keys the tags (derived from the session key), and
 	// queueKeyKept says whether that key survives a restart.
 	queueShare   func(http.Handler) http.Handler
+	ownPrompts   func(http.Handler) http.Handler
 	queueKey     []byte
 	queueKeyKept bool
 }
@@ -232,6 +235,11 @@ func (s *Server) routes() http.Handler {
 		}
 		if s.comfyUsers != nil {
 			r.Use(s.bindComfyUser)
+		}
+		// Own prompts first: it judges the prompt_id a client chose,
+		// before the queue share sets one on every prompt.
+		if s.ownPrompts != nil {
+			r.Use(s.ownPrompts)
 		}
 		if s.queueShare != nil {
 			r.Use(s.queueShare)

@@ -34,20 +34,22 @@ type historyEntry struct {
 // runs at a time, in submission order, and its result lands in history
 // before the final executing{node:null} frame.
 type promptQueue struct {
-	s         *Server
-	mu        sync.Mutex
-	admit     sync.Mutex // held across enqueue and its status event, so that event precedes execution_start
-	number    int
-	pending   []*queueItem
-	running   *queueItem
-	history   []historyEntry // insertion order, as Python's dict keeps it
-	imageSeq  int
-	counters  map[string]int // SaveImage's file counter per folder and prefix
-	wake      chan struct{}
-	interrupt chan struct{}
-	done      chan struct{}
-	startOnce sync.Once
-	closeOnce sync.Once
+	s       *Server
+	mu      sync.Mutex
+	admit   sync.Mutex // held across enqueue and its status event, so that event precedes execution_start
+	number  int
+	pending []*queueItem
+	running *queueItem
+	history []historyEntry // insertion order, as Python's dict keeps it
+	// interrupted are the running prompts POST /interrupt reached.
+	interrupted []string
+	imageSeq    int
+	counters    map[string]int // SaveImage's file counter per folder and prefix
+	wake        chan struct{}
+	interrupt   chan struct{}
+	done        chan struct{}
+	startOnce   sync.Once
+	closeOnce   sync.Once
 }
 
 func (q *promptQueue) init(s *Server) {
@@ -402,19 +404,64 @@ func (s *Server) handleGetQueue(w http.ResponseWriter, _ *http.Request, _ params
 	writeJSON(w, http.StatusOK, map[string]any{"queue_running": running, "queue_pending": pending})
 }
 
-// clearOrDelete is the {"clear":bool,"delete":[ids]} body of POST /queue and POST /history.
+// clearOrDelete is the {"clear": X, "delete": [ids]} body of POST /queue
+// and POST /history, read as ComfyUI reads it: `clear` by Python truth,
+// `delete` iterated, its string items compared with prompt ids (other
+// items match nothing); a body that is not a JSON object, or a `delete`
+// that is not a list or string, raises (500).
 type clearOrDelete struct {
-	Clear  bool     `json:"clear"`
-	Delete []string `json:"delete"`
+	Clear  bool
+	Delete []string
 }
 
 func decodeClearOrDelete(w http.ResponseWriter, r *http.Request) (clearOrDelete, bool) {
 	var body clearOrDelete
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+	var raw map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&raw); err != nil || raw == nil {
 		serverError(w)
 		return body, false
 	}
+	if v, ok := raw["clear"]; ok {
+		body.Clear = pythonTruth(v)
+	}
+	if v, ok := raw["delete"]; ok {
+		switch d := v.(type) {
+		case []any:
+			for _, it := range d {
+				if id, ok := it.(string); ok {
+					body.Delete = append(body.Delete, id)
+				}
+			}
+		case string:
+			// Python iterates a string by characters.
+			for _, c := range d {
+				body.Delete = append(body.Delete, string(c))
+			}
+		default:
+			serverError(w)
+			return body, false
+		}
+	}
 	return body, true
+}
+
+// pythonTruth is bool(v) for a decoded JSON value.
+func pythonTruth(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case float64:
+		return x != 0
+	case string:
+		return x != ""
+	case []any:
+		return len(x) > 0
+	case map[string]any:
+		return len(x) > 0
+	}
+	return false
 }
 
 func (s *Server) handlePostQueue(w http.ResponseWriter, r *http.Request, _ params) {
@@ -528,24 +575,48 @@ func (s *Server) handlePostHistory(w http.ResponseWriter, r *http.Request, _ par
 	w.WriteHeader(http.StatusOK)
 }
 
-// handleInterrupt is POST /interrupt: a body is optional; {"prompt_id":X}
-// interrupts only if X is the running prompt.
+// handleInterrupt is POST /interrupt: a body that is not JSON is none
+// (a global interrupt); a JSON body that is not an object raises (500);
+// {"prompt_id": X} interrupts only if X is the running prompt. Each
+// interrupt that reaches a running prompt is counted (Interrupted).
 func (s *Server) handleInterrupt(w http.ResponseWriter, r *http.Request, _ params) {
-	var body struct {
-		PromptID string `json:"prompt_id"`
+	var raw any
+	var body map[string]any
+	if json.NewDecoder(r.Body).Decode(&raw) == nil {
+		m, ok := raw.(map[string]any)
+		if !ok {
+			serverError(w)
+			return
+		}
+		body = m
 	}
-	_ = json.NewDecoder(r.Body).Decode(&body)
+	// A truthy prompt_id that is not a string matches no prompt id.
+	targeted := pythonTruth(body["prompt_id"])
+	asked, _ := body["prompt_id"].(string)
 	q := &s.queue
 	q.mu.Lock()
 	running := q.running
+	hit := running != nil && (!targeted || asked == running.id)
+	if hit {
+		q.interrupted = append(q.interrupted, running.id)
+	}
 	q.mu.Unlock()
-	if running != nil && (body.PromptID == "" || body.PromptID == running.id) {
+	if hit {
 		select {
 		case q.interrupt <- struct{}{}:
 		default:
 		}
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// Interrupted returns the ids of the running prompts POST /interrupt has
+// reached, in order.
+func (s *Server) Interrupted() []string {
+	q := &s.queue
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return append([]string(nil), q.interrupted...)
 }
 
 func (s *Server) handleFree(w http.ResponseWriter, r *http.Request, _ params) {

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -215,7 +216,7 @@ type route struct {
 }
 
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
-	escaped := r.URL.EscapedPath()
+	escaped := routerPath(r.URL.EscapedPath())
 	var allowed []string
 	try := func(path string, apiOnly bool) bool {
 		segs := splitPath(path)
@@ -257,6 +258,27 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Allow", strings.Join(dedupe(allowed), ","))
 	textError(w, http.StatusMethodNotAllowed)
+}
+
+// routerPath is the path aiohttp 3.11 matches routes on: yarl decodes
+// every escape but %2F and %25 (so /queu%65 is /queue), which keep a
+// segment whole. A malformed escape is left as it is.
+func routerPath(escaped string) string {
+	if !strings.Contains(escaped, "%") {
+		return escaped
+	}
+	var b strings.Builder
+	for i := 0; i < len(escaped); i++ {
+		if escaped[i] == '%' && i+2 < len(escaped) {
+			if c, err := strconv.ParseUint(escaped[i+1:i+3], 16, 8); err == nil && c != '/' && c != '%' {
+				b.WriteByte(byte(c))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(escaped[i])
+	}
+	return b.String()
 }
 
 func splitPath(p string) []string {
