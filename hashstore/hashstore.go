@@ -10,8 +10,9 @@ import (
 )
 
 // MaxFileBytes caps how much of the credential file is read. A real file is
-// under 1 KiB (a few 60-character hashes and a username); anything larger is
-// not a credential file.
+// under 1 KiB for one user (a few 60-character hashes and a username), and
+// about 7 KiB for a class of 100 named users; anything larger is not a
+// credential file.
 const MaxFileBytes = 64 << 10
 
 // MaxTokenBytes is bcrypt's input limit. bcrypt silently ignores bytes past
@@ -20,8 +21,13 @@ const MaxTokenBytes = 72
 
 // Credentials is the parsed content of one credential file.
 type Credentials struct {
-	// Hashes are the bcrypt hashes in file order; any of them is valid.
+	// Hashes are the bcrypt hashes in file order.
 	Hashes []string
+	// Users is parallel to Hashes: Users[i] is the name of hash i's line
+	// (`name:$2y$...`), "" for a bare line. A token `name:secret` is
+	// checked against name's lines only; any other token against the bare
+	// lines only. Hand-built Credentials may leave it nil (all bare).
+	Users []string
 	// Username is the optional display name (ComfyUI-Login's line 2). It
 	// is not vetted: show Store.DisplayName, never this, to a visitor.
 	Username string
@@ -42,6 +48,10 @@ type Snapshot struct {
 	// "COMFYUI_PASSWORD" when hashed in memory.
 	Source   string
 	LoadedAt time.Time
+
+	// users indexes Creds.Users; set by the Store, nil in a hand-built
+	// Snapshot (the methods then scan).
+	users *userIndex
 }
 
 // Status is what readiness and logs report about the store.
@@ -61,6 +71,11 @@ type Status struct {
 	// Failures counts refused loads: each distinct missing, unreadable or
 	// invalid content once, whether or not good credentials were kept.
 	Failures uint64
+	// Users lists the named users in force with their line counts, in file
+	// order; BareLines counts the unnamed hash lines. Both are empty when
+	// nothing is loaded.
+	Users     []UserLineCount
+	BareLines int
 }
 
 // Fingerprint returns the first 8 hex digits of SHA-256 of s: enough to tell

@@ -25,6 +25,7 @@ const (
 	ReasonRawToken   ParseReason = "raw-token"   // a raw token where the hash belongs
 	ReasonNotHash    ParseReason = "not-hash"    // one long line that is not a hash
 	ReasonExtraLines ParseReason = "extra-lines" // more than one non-hash line
+	ReasonUserName   ParseReason = "user-name"   // a `name:hash` line with a name that is not allowed
 )
 
 // ParseError is a refused credential file. Its message is one sentence a
@@ -58,11 +59,21 @@ const composeHint = "was a `$` eaten by Docker Compose interpolation? Escape eac
 
 const generateHint = "generate it with `comfyui-auth hash`"
 
-// Parse reads a credential file's bytes. It accepts a bare bcrypt hash,
-// ComfyUI-Login's PASSWORD layout (hash, then username), and several hash
-// lines for rotation, with at most one non-hash (username) line anywhere.
-// Blank lines, `#` comments, CRLF, surrounding whitespace and a UTF-8 BOM are
-// ignored because editors and `echo` add them without the user noticing.
+// Parse reads a credential file's bytes. It accepts bare bcrypt hash lines,
+// ComfyUI-Login's PASSWORD layout (hash, then username), several hash lines
+// for rotation, and htpasswd-style `name:<bcrypt hash>` lines (what
+// `htpasswd -B` writes), mixed in any order, with at most one non-hash
+// (username) line anywhere. Blank lines, `#` comments, CRLF, surrounding
+// whitespace and a UTF-8 BOM are ignored because editors and `echo` add them
+// without the user noticing.
+//
+// A line that is not a hash and has a `:` whose prefix is made only of
+// user-name characters ([A-Za-z0-9_.-]) is a user's line, never the username
+// line: `alice:$2y$...` names alice's hash, and `alice:hunter2` is refused
+// as a password where the hash belongs. So a ComfyUI-Login username line may
+// hold a `:` only after a character outside that set ("Dr Who: admin" is a
+// username line, "admin:teacher" is not). Names are case-sensitive, but two
+// names that differ only in case are refused, as are `default` and `guest`.
 func Parse(data []byte) (Credentials, error) {
 	if len(data) > MaxFileBytes {
 		return Credentials{}, &ParseError{Reason: ReasonTooLarge,
@@ -75,6 +86,9 @@ func Parse(data []byte) (Credentials, error) {
 		others    []int // physical line numbers of non-hash lines
 		otherText []string
 		lines     []string // every kept line, for the leak guard
+		// folded maps each user name in lower case to its first spelling
+		// and line, to refuse names that differ only in case.
+		folded = map[string]namedAt{}
 	)
 	for i, raw := range strings.Split(string(data), "\n") {
 		n := i + 1
@@ -83,26 +97,54 @@ func Parse(data []byte) (Credentials, error) {
 			continue
 		}
 		lines = append(lines, line)
+		name, hash := "", line
 		if !hashCandidate(line) {
-			others = append(others, n)
-			otherText = append(otherText, line)
-			continue
+			var (
+				named bool
+				perr  *ParseError
+			)
+			name, hash, named, perr = userLine(n, line)
+			if perr != nil {
+				return Credentials{}, guard(perr, lines)
+			}
+			if !named {
+				others = append(others, n)
+				otherText = append(otherText, line)
+				continue
+			}
+			lower := strings.ToLower(name)
+			if first, ok := folded[lower]; ok && first.name != name {
+				return Credentials{}, guard(&ParseError{Line: n, Reason: ReasonUserName, Message: fmt.Sprintf(
+					"lines %d and %d name users `%s` and `%s`, which differ only in case: ComfyUI and people would take them for one user; spell the name the same way on every line of that user",
+					first.line, n, first.name, name)}, lines)
+			} else if !ok {
+				folded[lower] = namedAt{name: name, line: n}
+			}
 		}
-		cost, perr := checkHash(n, line)
+		cost, perr := checkHash(n, hash)
 		if perr != nil {
+			if name != "" {
+				perr = forUser(perr, n, name)
+			}
 			return Credentials{}, guard(perr, lines)
 		}
-		creds.Hashes = append(creds.Hashes, line)
+		creds.Hashes = append(creds.Hashes, hash)
+		creds.Users = append(creds.Users, name)
 		hn := len(creds.Hashes)
+		what, regen := fmt.Sprintf("hash %d (line %d, fingerprint %s)", hn, n, Fingerprint(hash)), "`comfyui-auth hash`"
+		if name != "" {
+			what = fmt.Sprintf("hash %d (line %d, user %s, fingerprint %s)", hn, n, name, Fingerprint(hash))
+			regen = fmt.Sprintf("`comfyui-auth token rotate --user %s` or `htpasswd -B -C 12`", name)
+		}
 		switch {
 		case cost < warnLowCost:
 			creds.Warnings = append(creds.Warnings, fmt.Sprintf(
-				"hash %d (line %d, fingerprint %s) has bcrypt cost %d: below %d a leaked hash is cheap to brute-force; regenerate it with `comfyui-auth hash`",
-				hn, n, Fingerprint(line), cost, warnLowCost))
+				"%s has bcrypt cost %d: below %d a leaked hash is cheap to brute-force; regenerate it with %s",
+				what, cost, warnLowCost, regen))
 		case cost > warnHighCost:
 			creds.Warnings = append(creds.Warnings, fmt.Sprintf(
-				"hash %d (line %d, fingerprint %s) has bcrypt cost %d: each raw-token check costs seconds of CPU; regenerate it at cost 10-12 with `comfyui-auth hash`",
-				hn, n, Fingerprint(line), cost))
+				"%s has bcrypt cost %d: each raw-token check costs seconds of CPU; regenerate it at cost 10-12 with %s",
+				what, cost, regen))
 		}
 	}
 
@@ -132,6 +174,54 @@ func Parse(data []byte) (Credentials, error) {
 		creds.Username, creds.UsernameLine = otherText[0], others[0]
 	}
 	return creds, nil
+}
+
+type namedAt struct {
+	name string
+	line int
+}
+
+// userLine reads a non-hash line as a user's line `name:hash` (named true,
+// hash still to be checked), as the username line (named false), or refuses
+// it. The refusals never repeat what follows the `:`, and repeat the name
+// only once it is known to be a valid one: on a line such as `s3cr3t:x` the
+// "name" is part of a secret.
+func userLine(n int, line string) (name, hash string, named bool, perr *ParseError) {
+	i := strings.IndexByte(line, ':')
+	if i < 0 {
+		return "", "", false, nil
+	}
+	name, rest := strings.TrimSpace(line[:i]), strings.TrimSpace(line[i+1:])
+	switch {
+	case hashCandidate(rest):
+		if err := ValidUserName(name); err != nil {
+			return "", "", false, &ParseError{Line: n, Reason: ReasonUserName, Message: fmt.Sprintf(
+				"line %d holds a hash after a `:` but the name before it is not valid (%v)", n, err)}
+		}
+		return name, rest, true, nil
+	case !userNameShape(name):
+		return "", "", false, nil
+	case rest == "":
+		return "", "", false, &ParseError{Line: n, Reason: ReasonNotHash, Message: fmt.Sprintf(
+			"line %d has a name and a `:` but nothing after it: put that user's bcrypt hash after the `:` (`htpasswd -nB NAME` prints such a line) or remove the line", n)}
+	case strings.HasPrefix(rest, "{SHA}"):
+		return "", "", false, &ParseError{Line: n, Reason: ReasonPrefix, Message: fmt.Sprintf(
+			"line %d holds a SHA-1 hash (`htpasswd -s`), not bcrypt: the server accepts only bcrypt; write the line with `htpasswd -B`", n)}
+	}
+	// No fingerprint, no length and no name, as for a raw token alone.
+	return "", "", false, &ParseError{Line: n, Reason: ReasonRawToken, Message: fmt.Sprintf(
+		"line %d looks like `name:password`, a user's raw token or password where the bcrypt hash belongs (or a non-bcrypt htpasswd hash): the server needs `name:<bcrypt hash>`; write it with `htpasswd -nB NAME` or `comfyui-auth token generate --user NAME`, and consider that password exposed to whoever could read the file", n)}
+}
+
+// forUser names the user in a hash line's refusal: "line 3 (user alice) has
+// 59 characters...". The name was validated, so it is not a secret.
+func forUser(perr *ParseError, n int, name string) *ParseError {
+	at := fmt.Sprintf("line %d", n)
+	msg := strings.Replace(perr.Message, at, fmt.Sprintf("%s (user %s)", at, name), 1)
+	if perr.Reason == ReasonPrefix {
+		msg += "; with htpasswd, pass -B for bcrypt"
+	}
+	return &ParseError{Line: perr.Line, Reason: perr.Reason, Message: msg}
 }
 
 // hashCandidate reports whether a line should be judged as a hash: anything

@@ -304,7 +304,15 @@ func (s *Store) install(creds Credentials, key, source string) {
 		gen = prev.snap.Generation + 1
 		prevFP = prev.snap.Fingerprints
 	}
+	if len(creds.Users) != len(creds.Hashes) {
+		// Hand-built credentials (the COMFYUI_PASSWORD fallback) name no
+		// user: every line is bare.
+		users := make([]string, len(creds.Hashes))
+		copy(users, creds.Users)
+		creds.Users = users
+	}
 	snap := &Snapshot{Creds: creds, Generation: gen, Source: source, LoadedAt: time.Now()}
+	snap.users = newUserIndex(&snap.Creds)
 	l := &loaded{snap: snap, key: key}
 	for _, h := range creds.Hashes {
 		snap.Fingerprints = append(snap.Fingerprints, Fingerprint(h))

@@ -60,8 +60,11 @@ func (o Outcome) String() string {
 
 // Result of Verifier.Verify.
 type Result struct {
-	Outcome    Outcome
-	Line       int    // 1-based hash line on Match
+	Outcome Outcome
+	Line    int // 1-based hash line on Match
+	// User is the name of the matching line on Match, "" for a bare line
+	// (middleware.UserDefault's) and for every other outcome.
+	User       string
 	Generation uint64 // credential generation the decision was made in
 	Cached     bool   // answered from the success cache, no bcrypt
 }
