@@ -143,8 +143,10 @@ func hashLineOwner(raw string) (name string, isHash bool) {
 	if hashCandidate(line) {
 		return "", true
 	}
-	if n, rest, ok := strings.Cut(line, ":"); ok && ValidUserName(n) == nil && hashCandidate(strings.TrimSpace(rest)) {
-		return n, true
+	if n, rest, ok := strings.Cut(line, ":"); ok && hashCandidate(strings.TrimSpace(rest)) {
+		if n = strings.TrimSpace(n); ValidUserName(n) == nil {
+			return n, true
+		}
 	}
 	return "", false
 }
@@ -400,7 +402,8 @@ func RetireUserOld(path, name string) (removed []string, kept string, err error)
 		if n, isHash := hashLineOwner(raw); isHash && n == name {
 			h := strings.TrimSpace(strings.TrimPrefix(raw, "\ufeff"))
 			if name != "" {
-				h = strings.TrimSpace(h[len(name)+1:])
+				_, h, _ = strings.Cut(h, ":")
+				h = strings.TrimSpace(h)
 			}
 			if h != newest {
 				removed = append(removed, Fingerprint(h))

@@ -170,7 +170,7 @@ func runTokenGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	composeEnv := boolFlag(fs, "compose-env", "also print the hash escaped for a Compose .env (each `$` doubled)")
 	user := fs.String("user", "", "make a named user `NAME`: add NAME:<hash> to the credential file and write NAME:<secret> to <tokens-dir>/NAME.token")
 	usersFrom := fs.String("users-from", "", "make every user named in `FILE` (one name per line, # comments; - reads stdin) in one write")
-	hashFile := fs.String("hash-file", defaultHashFile(os.LookupEnv), "with --user: the credential `file` to edit in place, created if missing (COMFYUI_AUTH_TOKEN_FILE)")
+	userHashFile := fs.String("hash-file", defaultHashFile(os.LookupEnv), "with --user: the credential `file` to edit in place, created if missing (COMFYUI_AUTH_TOKEN_FILE)")
 	tokensDir := fs.String("tokens-dir", "", "with --user: `folder` for the client token files (default: tokens/ beside the credential file)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
@@ -196,7 +196,7 @@ func runTokenGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 				return 2
 			}
 		}
-		return runUserGenerate(names, userOpts{cmd: fs.Name(), hashFile: *hashFile, tokensDir: *tokensDir, cost: *cost, force: *force}, stdout, stderr)
+		return runUserGenerate(names, userOpts{cmd: fs.Name(), hashFile: *userHashFile, tokensDir: *tokensDir, cost: *cost, force: *force}, stdout, stderr)
 	}
 	if c := conflicting(set, "hash-file", "tokens-dir"); c != "" {
 		fmt.Fprintf(stderr, "%s: %s goes with --user NAME; without it, generate writes <out-dir>/<name>.token and <out-dir>/.env.generated\n", fs.Name(), c)

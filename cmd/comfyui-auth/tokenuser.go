@@ -25,6 +25,10 @@ import (
 // reloadNote says when a running gateway enforces an edit of the file.
 const reloadNote = "the running gateway enforces it without restart: at once when it sees file events, else within its --poll-interval (COMFYUI_AUTH_POLL_INTERVAL, 2s by default)"
 
+// appendUserHash is what `token rotate --user` calls; tests make it fail to
+// check that the token file is put back.
+var appendUserHash = hashstore.AppendUserHash
+
 // manyUsers is the count from which generate prints progress while hashing.
 const manyUsers = 5
 
@@ -308,7 +312,7 @@ func runUserRotate(ctx context.Context, name string, o userOpts, keepOld bool, k
 		rollback(o.cmd, []savedFile{saved}, stderr)
 		return 1
 	}
-	creds, err := hashstore.AppendUserHash(o.hashFile, name, hash)
+	creds, err := appendUserHash(o.hashFile, name, hash)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", o.cmd, err)
 		rollback(o.cmd, []savedFile{saved}, stderr)
@@ -345,7 +349,7 @@ func retireUser(name string, o userOpts, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "user %s has a single line in %s (fingerprint %s): nothing to retire\n", name, o.hashFile, kept)
 		return 0
 	}
-	fmt.Fprintf(stdout, "user %s: retired %d old line(s) (fingerprints %s) from %s in place; only line %s is valid now, and %s's old token gets 401 (%s)\n",
+	fmt.Fprintf(stdout, "user %s: retired %d old line(s) (fingerprints %s) from %s in place; only the line with fingerprint %s is valid now, and %s's old token gets 401: %s\n",
 		name, len(removed), strings.Join(removed, ", "), o.hashFile, kept, name, reloadNote)
 	return 0
 }
@@ -379,7 +383,7 @@ func runTokenRevoke(args []string, stdout, stderr io.Writer) int {
 	switch err := os.Remove(tf); {
 	case err == nil:
 		fmt.Fprintf(stdout, "deleted the client token file %s\n", tf)
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, os.ErrNotExist):
 	default:
 		fmt.Fprintf(stderr, "%s: the client token file %s could not be deleted (%v); its token no longer works, delete it by hand\n", fs.Name(), tf, err)
 	}
