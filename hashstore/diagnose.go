@@ -70,6 +70,16 @@ type Diagnosis struct {
 	// (DiagRawMatch, DiagHashItself), or that a mangled hash seems to come
 	// from (DiagDollarMangled, 0 when unknown).
 	Line int
+	// User is whose lines the value was checked against: the name in a
+	// `name:secret` value that names a user of the file, or the owner of
+	// the hash a DiagHashItself value is; "" for the bare lines.
+	User string
+	// Lines is how many lines the value was checked against (DiagRawMatch,
+	// DiagNoMatch): the user's, or the bare ones.
+	Lines int
+	// UserNames are the file's user names, in file order (names are not
+	// secrets; they make "which user?" answerable).
+	UserNames []string
 	// AcceptHash is whether the gateway takes the hash itself as a token.
 	AcceptHash bool
 	// ValueFingerprint is Fingerprint of the value checked.
@@ -89,48 +99,61 @@ type Diagnosis struct {
 }
 
 // OK reports whether a gateway with these credentials lets the value in.
+// A named user's hash is never a token (Store.MatchHash).
 func (d Diagnosis) OK() bool {
-	return d.Kind == DiagRawMatch || d.Kind == DiagHashItself && d.AcceptHash
+	return d.Kind == DiagRawMatch || d.Kind == DiagHashItself && d.AcceptHash && d.User == ""
 }
 
-// Diagnose says which case holds for value against creds. It runs bcrypt on
-// every hash for a raw value (a quarter second each at cost 12), so it is for
-// tools and the start-up check, never for the request path.
+// Diagnose says which case holds for value against creds, the way the
+// gateway reads it: `name:secret`, for a name that is a user of creds, is
+// checked as secret against that user's lines; any other value, whole,
+// against the bare lines. It runs bcrypt on every line checked (a quarter
+// second each at cost 12), so it is for tools and the start-up check, never
+// for the request path.
 func Diagnose(value string, creds Credentials, acceptHash bool) Diagnosis {
 	d := Diagnosis{AcceptHash: acceptHash, ValueLen: len(value)}
 	for _, h := range creds.Hashes {
 		d.HashFingerprints = append(d.HashFingerprints, Fingerprint(h))
 	}
+	snap := &Snapshot{Creds: creds}
+	d.UserNames = snap.UserNames()
 	if value == "" {
 		d.Kind = DiagEmpty
 		return d
 	}
 	d.ValueFingerprint = Fingerprint(value)
+	user, secret := "", value
+	if name, rest, ok := splitUserToken(snap, value); ok {
+		user, secret = name, rest
+	}
 	for i, h := range creds.Hashes {
-		if value == h {
-			d.Kind, d.Line = DiagHashItself, i+1
+		if value == h || secret == h && creds.userOf(i) == user {
+			d.Kind, d.Line, d.User = DiagHashItself, i+1, creds.userOf(i)
 			return d
 		}
 	}
-	if hashCandidate(value) {
-		if _, perr := checkHash(1, value); perr == nil {
+	d.User = user
+	if hashCandidate(secret) {
+		if _, perr := checkHash(1, secret); perr == nil {
 			d.Kind = DiagOtherHash
 			return d
 		} else if perr.Reason == ReasonDollar || perr.Reason == ReasonLength {
 			d.Kind = DiagDollarMangled
-			d.Doubled = strings.Contains(value, "$$")
-			d.Line = mangledOrigin(value, creds.Hashes)
+			d.Doubled = strings.Contains(secret, "$$")
+			d.Line = mangledOrigin(secret, creds.Hashes)
 			return d
 		}
 		// Another crypt scheme or bad characters: judge it as a raw value
 		// below; a raw token may well start with `$`.
 	}
-	if len(value) > MaxTokenBytes {
+	if len(secret) > MaxTokenBytes {
 		d.Kind = DiagTooLong
 		return d
 	}
-	for i, h := range creds.Hashes {
-		if bcrypt.CompareHashAndPassword([]byte(h), []byte(value)) == nil {
+	lines := snap.UserLines(user)
+	d.Lines = len(lines)
+	for _, i := range lines {
+		if bcrypt.CompareHashAndPassword([]byte(creds.Hashes[i]), []byte(secret)) == nil {
 			d.Kind, d.Line = DiagRawMatch, i+1
 			return d
 		}
@@ -212,9 +235,17 @@ func (d Diagnosis) Sentence() string {
 	fps := strings.Join(d.HashFingerprints, ", ")
 	switch d.Kind {
 	case DiagRawMatch:
+		if d.User != "" {
+			return fmt.Sprintf("the token (fingerprint %s) is user %s's: it matches hash %d of %s (fingerprint %s), and clients sending it whole as `Authorization: Bearer %s:<secret>` are let in as %s",
+				d.ValueFingerprint, d.User, d.Line, hashes, d.HashFingerprints[d.Line-1], d.User, d.User)
+		}
 		return fmt.Sprintf("the raw token (fingerprint %s) matches hash %d of %s (fingerprint %s): clients sending it as `Authorization: Bearer <token>` are let in",
 			d.ValueFingerprint, d.Line, hashes, d.HashFingerprints[d.Line-1])
 	case DiagHashItself:
+		if d.User != "" {
+			return fmt.Sprintf("the value is user %s's hash (hash %d of %s, fingerprint %s), not a token: a user's hash never lets anyone in (the hash-as-token compatibility is for bare lines only); send `%s:<token>` with the raw token written when the hash was made",
+				d.User, d.Line, hashes, d.HashFingerprints[d.Line-1], d.User)
+		}
 		if d.AcceptHash {
 			return fmt.Sprintf("the value is hash %d of %s itself (fingerprint %s), not the raw token: it is let in only because ComfyUI-Login compatibility is on (COMFYUI_AUTH_ACCEPT_HASH_TOKEN=true); clients that can should send the raw token from .env.generated instead",
 				d.Line, hashes, d.ValueFingerprint)
@@ -236,9 +267,25 @@ func (d Diagnosis) Sentence() string {
 		return fmt.Sprintf("the value (%d characters, fingerprint %s) looks like a bcrypt hash with `$` signs eaten by interpolation%s: in a Compose .env or YAML write each `$` as `$$`; in a shell quote it with single quotes ('$2b$12$...'); better, send the raw token, which never contains `$`",
 			d.ValueLen, d.ValueFingerprint, from)
 	case DiagNoMatch:
+		if d.User != "" {
+			return fmt.Sprintf("the secret after `%s:` (value fingerprint %s) matches none of user %s's %s in %s: the token is not that user's current one (revoked or rotated?); take it from the file written when the user's line was made, or make a new one with `comfyui-auth token rotate --user %s`",
+				d.User, d.ValueFingerprint, d.User, plural(d.Lines, "line", "lines"), hashes, d.User)
+		}
+		if d.Lines == 0 {
+			return fmt.Sprintf("the value (%d characters, fingerprint %s) does not start with the name of a user of %s (%s) followed by `:`, and the file has no bare hash line to check it against: send `NAME:TOKEN`",
+				d.ValueLen, d.ValueFingerprint, hashes, strings.Join(d.UserNames, ", "))
+		}
+		if len(d.UserNames) > 0 {
+			return fmt.Sprintf("the value (%d characters, fingerprint %s) matches none of the %s in %s: a user's token is sent as `NAME:TOKEN` (the file's users: %s); otherwise the token and the hash are out of sync",
+				d.ValueLen, d.ValueFingerprint, plural(d.Lines, "bare hash line", "bare hash lines"), hashes, strings.Join(d.UserNames, ", "))
+		}
 		return fmt.Sprintf("the value (%d characters, fingerprint %s) matches none of the %d hash(es) in %s (fingerprints %s): the token and the hash are out of sync; take the token from the .env.generated written with this hash, or make a new pair with `comfyui-auth token generate --force`",
 			d.ValueLen, d.ValueFingerprint, len(d.HashFingerprints), hashes, fps)
 	case DiagTooLong:
+		if d.User != "" {
+			return fmt.Sprintf("the secret after `%s:` (value fingerprint %s) is longer than the 72 bytes bcrypt can check, so it can never match: was a whole line or file pasted? send `%s:` and the 32-character token",
+				d.User, d.ValueFingerprint, d.User)
+		}
 		return fmt.Sprintf("the value (%d characters, fingerprint %s) is longer than the 72 bytes bcrypt can check, so it can never match: was a whole line or file pasted? send the 32-character token from .env.generated",
 			d.ValueLen, d.ValueFingerprint)
 	case DiagEmpty:

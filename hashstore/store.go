@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,7 +57,10 @@ const (
 type loaded struct {
 	snap    *Snapshot
 	digests [][32]byte
-	key     string // content key of the file bytes it came from
+	// bare[i] is 1 when hash i is a bare line, 0 for a user's line: only
+	// bare lines may be presented as tokens (MatchHash).
+	bare []int
+	key  string // content key of the file bytes it came from
 }
 
 // Store holds the credentials in force and reloads them when the file changes.
@@ -280,7 +284,7 @@ func (s *Store) fail(key string, perr *ParseError) {
 	}
 	s.log.Warn().Str("path", s.path).Str("reason", string(perr.Reason)).
 		Uint64("generation", cur.snap.Generation).Strs("fingerprints", cur.snap.Fingerprints).
-		Msg("keeping the last good credentials: " + perr.Message)
+		Msg("keeping the last good credentials (" + describeUsers(cur.snap.userCounts()) + "): " + perr.Message)
 }
 
 func (s *Store) recovered() {
@@ -318,19 +322,38 @@ func (s *Store) install(creds Credentials, key, source string) {
 		snap.Fingerprints = append(snap.Fingerprints, Fingerprint(h))
 		l.digests = append(l.digests, sha256.Sum256([]byte(h)))
 	}
+	for _, u := range creds.Users {
+		l.bare = append(l.bare, subtle.ConstantTimeEq(int32(len(u)), 0))
+	}
 	s.mu.Lock()
 	s.problem = nil
 	s.mu.Unlock()
 	s.cur.Store(l)
 
 	s.lastLogged = ""
+	users, bare := snap.userCounts()
 	ev := s.log.Info().Str("source", source).Uint64("generation", gen).
 		Int("hashes", len(creds.Hashes)).Strs("fingerprints", snap.Fingerprints).
+		Int("users", len(users)).Int("bare_lines", bare).
+		Dict("user_fingerprints", userFingerprints(snap)).
 		Bool("username", creds.Username != "")
+	summary := describeUsers(users, bare)
 	if prev == nil {
-		ev.Msg("credentials loaded")
+		ev.Msg("credentials loaded: " + summary)
 	} else {
-		ev.Strs("previous_fingerprints", prevFP).Msg("credentials reloaded")
+		added, removed := userChanges(prev.snap, snap)
+		if len(added) > 0 {
+			ev.Strs("users_added", added)
+			summary += "; added " + strings.Join(added, ", ")
+		}
+		if len(removed) > 0 {
+			// Their tokens stop matching now: the verifier's cache is
+			// dropped at every reload, and their sessions are bound to
+			// lines that no longer exist.
+			ev.Strs("users_removed", removed)
+			summary += "; removed " + strings.Join(removed, ", ") + " (their tokens and sessions no longer work)"
+		}
+		ev.Strs("previous_fingerprints", prevFP).Msg("credentials reloaded: " + summary)
 	}
 	for _, w := range creds.Warnings {
 		s.log.Warn().Str("source", source).Msg(w)
@@ -355,6 +378,36 @@ func (s *Store) install(creds Credentials, key, source string) {
 	close(old)
 }
 
+// userFingerprints lists each named user's hash fingerprints, for logs:
+// which of a user's lines changed shows without a hash in the log.
+func userFingerprints(snap *Snapshot) *zerolog.Event {
+	d := zerolog.Dict()
+	for _, name := range snap.UserNames() {
+		var fps []string
+		for _, i := range snap.UserLines(name) {
+			fps = append(fps, snap.Fingerprints[i])
+		}
+		d.Strs(name, fps)
+	}
+	return d
+}
+
+// userChanges lists the names in next and not in prev (added), and in prev
+// and not in next (removed), each in file order.
+func userChanges(prev, next *Snapshot) (added, removed []string) {
+	for _, n := range next.UserNames() {
+		if !prev.HasUser(n) {
+			added = append(added, n)
+		}
+	}
+	for _, n := range prev.UserNames() {
+		if !next.HasUser(n) {
+			removed = append(removed, n)
+		}
+	}
+	return added, removed
+}
+
 // Snapshot returns the credentials in force, or nil when none was ever loaded.
 func (s *Store) Snapshot() *Snapshot {
 	if l := s.cur.Load(); l != nil {
@@ -374,6 +427,7 @@ func (s *Store) Status() Status {
 		st.Ready = true
 		st.LastGood = cur.snap.LoadedAt
 		st.Generation = cur.snap.Generation
+		st.Users, st.BareLines = cur.snap.userCounts()
 	}
 	st.Failures = s.failures.Load()
 	switch {
@@ -382,8 +436,8 @@ func (s *Store) Status() Status {
 		st.Reason = p.Message
 	case p != nil:
 		st.LastError = p.Message
-		st.Reason = fmt.Sprintf("keeping the credentials loaded at %s (generation %d): %s",
-			cur.snap.LoadedAt.UTC().Format(time.RFC3339), cur.snap.Generation, p.Message)
+		st.Reason = fmt.Sprintf("keeping the credentials loaded at %s (generation %d, %s): %s",
+			cur.snap.LoadedAt.UTC().Format(time.RFC3339), cur.snap.Generation, describeUsers(st.Users, st.BareLines), p.Message)
 	case cur == nil:
 		st.Reason = "no credentials loaded yet"
 	}
@@ -398,10 +452,14 @@ func (s *Store) Changed() <-chan struct{} {
 	return s.changed
 }
 
-// MatchHash reports whether token equals one of the loaded hash strings,
+// MatchHash reports whether token equals one of the loaded bare hash lines,
 // comparing in constant time against every hash. It returns the 1-based hash
 // line (the position among the hashes, which is the file line for
 // ComfyUI-Login's layout) and the generation it matched in.
+//
+// Only bare lines count: the hash-as-token compatibility is ComfyUI-Login's,
+// whose file has no named lines, and a named user's hash is not a credential
+// (a copy of the file must not let anyone in as that user).
 //
 // Both sides are reduced to SHA-256 first, so the comparison runs over 32
 // bytes whatever the token's length, and every hash is compared even after a
@@ -414,7 +472,7 @@ func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) {
 	d := sha256.Sum256([]byte(token))
 	found := 0
 	for i := range l.digests {
-		eq := s.compareDigest(d[:], l.digests[i][:])
+		eq := s.compareDigest(d[:], l.digests[i][:]) & l.bare[i]
 		first := eq & subtle.ConstantTimeEq(int32(found), 0)
 		found = subtle.ConstantTimeSelect(first, i+1, found)
 	}

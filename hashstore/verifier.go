@@ -124,7 +124,9 @@ type Stats struct {
 // job is one comparison: waiting in the queue, then running on a worker.
 // granted and the queue position are guarded by Verifier.mu.
 type job struct {
-	token    string
+	secret   string // the token, or what follows `name:` for a user's token
+	user     string // "" for the bare lines
+	lines    []int  // indexes into snap.Creds.Hashes to compare with
 	mac      [32]byte
 	snap     *Snapshot
 	client   *clientState
@@ -248,19 +250,58 @@ func (v *Verifier) Verify(ctx context.Context, token string) Result {
 // for a client the throttle has locked out.
 func (v *Verifier) Cached(token string) (Result, bool) {
 	snap := v.store.Snapshot()
-	if snap == nil || token == "" || len(token) > MaxTokenBytes {
+	if snap == nil {
 		return Result{}, false
 	}
-	gen := snap.Generation
-	if line, ok := v.cache.get(v.mac(token), gen, time.Now()); ok {
+	user, secret := route(snap, token)
+	if secret == "" || len(secret) > MaxTokenBytes {
+		return Result{}, false
+	}
+	if res, ok := v.cached(snap, user, v.mac(user, secret)); ok {
 		v.hits.Add(1)
-		return Result{Outcome: Match, Line: line, Generation: gen, Cached: true}, true
+		return res, true
 	}
 	return Result{}, false
 }
 
+// route says whose lines a token is checked against: `name:secret` for a
+// user name of snap goes to that user's lines with secret; any other token,
+// whole, to the bare lines (user ""). A token that is far too long for
+// either is not split, so no name lookup is spent on it.
+func route(snap *Snapshot, token string) (user, secret string) {
+	if len(token) > MaxUserNameLen+1+MaxTokenBytes {
+		return "", token
+	}
+	if name, secret, ok := splitUserToken(snap, token); ok {
+		return name, secret
+	}
+	return "", token
+}
+
+// cached looks key up in the success cache for snap's generation. The entry
+// must name the same user as the line it points at in snap: the key already
+// holds the user, so this only guards against a mistake elsewhere.
+func (v *Verifier) cached(snap *Snapshot, user string, key [32]byte) (Result, bool) {
+	line, ok := v.cache.get(key, snap.Generation, time.Now())
+	if !ok || line < 1 || line > len(snap.Creds.Hashes) || snap.Creds.userOf(line-1) != user {
+		return Result{}, false
+	}
+	return Result{Outcome: Match, Line: line, User: user, Generation: snap.Generation, Cached: true}, true
+}
+
 // VerifyFor checks a raw token presented by client (the throttle's key for
-// it: an address, an IPv6 /64). A cached token is answered at once. Otherwise
+// it: an address, an IPv6 /64).
+//
+// A token `name:secret` whose name is a user of the credentials in force is
+// compared, as secret, with that user's lines only; any other token is
+// compared whole with the bare lines only. So a wrong guess costs at most
+// the named user's line count of bcrypt (the bare line count for an unnamed
+// token, and none at all when there are no such lines), never one check per
+// user in the file. User names are not secrets: that an unknown name costs
+// no bcrypt when the file has no bare lines reveals nothing a name could
+// protect.
+//
+// A cached token is answered at once. Otherwise
 // the check is queued fairly (see Verifier): ClientBusy when client already
 // has PerClient checks queued or running, Busy when it waited opts.MaxWait
 // without a worker, the queue is full of clients with no more misses than
@@ -274,26 +315,33 @@ func (v *Verifier) VerifyFor(ctx context.Context, client, token string) Result {
 		return Result{Outcome: NoCredentials}
 	}
 	gen := snap.Generation
-	if len(token) > MaxTokenBytes {
+	user, secret := route(snap, token)
+	if len(secret) > MaxTokenBytes {
 		return Result{Outcome: TooLong, Generation: gen}
 	}
-	if token == "" {
+	if secret == "" {
 		return Result{Outcome: NoMatch, Generation: gen}
 	}
-	mac := v.mac(token)
-	if line, ok := v.cache.get(mac, gen, time.Now()); ok {
+	mac := v.mac(user, secret)
+	if res, ok := v.cached(snap, user, mac); ok {
 		v.hits.Add(1)
-		return Result{Outcome: Match, Line: line, Generation: gen, Cached: true}
+		return res
 	}
 	v.misses.Add(1)
+	lines := snap.UserLines(user)
+	if len(lines) == 0 {
+		// No line to compare with (a file of named users only, and a
+		// token naming none of them): nothing to queue.
+		return Result{Outcome: NoMatch, Generation: gen}
+	}
 
-	// The key is the HMAC of what the client sent, the generation and the
-	// client: fixed-length fields first, so unambiguous, and independent of
-	// any stored secret. The client is part of it so that one client's
+	// The key is the HMAC of what the client sent (user and secret), the
+	// generation and the client: fixed-length fields first, so unambiguous,
+	// and independent of any stored secret. The client is part of it so that one client's
 	// per-client cap never answers another client's request.
 	sfKey := hex.EncodeToString(mac[:]) + "/" + strconv.FormatUint(gen, 10) + "/" + client
 	ch := v.sf.DoChan(sfKey, func() (any, error) {
-		return v.run(client, token, mac, snap), nil
+		return v.run(client, &job{secret: secret, user: user, lines: lines, mac: mac, snap: snap}), nil
 	})
 	select {
 	case r := <-ch:
@@ -311,7 +359,11 @@ func (v *Verifier) VerifyFor(ctx context.Context, client, token string) Result {
 	}
 }
 
-func (v *Verifier) mac(token string) [32]byte {
+// mac keys the cache and singleflight with the user and the secret: the
+// name's length comes first, so `alice` + `b:c` and `alice:b` + `c` cannot
+// collide, and a bare token `alice:s` checked against the bare lines (when
+// alice was no user) never shares an entry with alice's secret `s`.
+func (v *Verifier) mac(user, secret string) [32]byte {
 	// Every request with a raw token lands here, cache hit or not; a
 	// keyed HMAC from the pool saves setting one up (five allocations).
 	m, _ := v.macs.Get().(hash.Hash)
@@ -319,7 +371,9 @@ func (v *Verifier) mac(token string) [32]byte {
 		m = hmac.New(sha256.New, v.key)
 	}
 	m.Reset()
-	m.Write([]byte(token))
+	m.Write([]byte{byte(len(user))})
+	m.Write([]byte(user))
+	m.Write([]byte(secret))
 	var out [32]byte
 	m.Sum(out[:0])
 	v.macs.Put(m)
@@ -328,8 +382,9 @@ func (v *Verifier) mac(token string) [32]byte {
 
 // run queues one comparison and waits for it. It depends on no caller's
 // context because singleflight shares it between callers.
-func (v *Verifier) run(client, token string, mac [32]byte, snap *Snapshot) Result {
-	j := &job{token: token, mac: mac, snap: snap, enqueued: time.Now(), done: make(chan Result, 1)}
+func (v *Verifier) run(client string, j *job) Result {
+	snap := j.snap
+	j.enqueued, j.done = time.Now(), make(chan Result, 1)
 	if out, refused := v.enqueue(client, j); refused {
 		return out
 	}
@@ -469,11 +524,13 @@ func (v *Verifier) worker() {
 	}
 }
 
-// check compares the token with each hash, stopping at the first match:
-// bcrypt's own cost dominates, so stopping early reveals nothing useful.
+// check compares the secret with each of the job's lines, stopping at the
+// first match: bcrypt's own cost dominates, so stopping early reveals
+// nothing useful.
 func (v *Verifier) check(j *job) Result {
 	gen := j.snap.Generation
-	for i, h := range j.snap.Creds.Hashes {
+	for _, i := range j.lines {
+		h := j.snap.Creds.Hashes[i]
 		n := v.inFlight.Add(1)
 		for {
 			m := v.maxInFlight.Load()
@@ -482,11 +539,11 @@ func (v *Verifier) check(j *job) Result {
 			}
 		}
 		v.checks.Add(1)
-		err := v.compare([]byte(h), []byte(j.token))
+		err := v.compare([]byte(h), []byte(j.secret))
 		v.inFlight.Add(-1)
 		if err == nil {
 			v.cache.put(j.mac, gen, i+1, time.Now())
-			return Result{Outcome: Match, Line: i + 1, Generation: gen}
+			return Result{Outcome: Match, Line: i + 1, User: j.user, Generation: gen}
 		}
 	}
 	return Result{Outcome: NoMatch, Generation: gen}
