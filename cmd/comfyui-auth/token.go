@@ -490,16 +490,8 @@ func runTokenCheck(args []string, stdin io.Reader, getenv env, stdout, stderr io
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		return 2
 	}
-	if creds, err := hashstore.ReadFile(*hashFile); err == nil && hasNamedLines(creds) {
-		sentence, ok := checkNamed(*hashFile, value, creds, *acceptHash)
-		fmt.Fprintf(stdout, "%s: %s\n", source, sentence)
-		if ok {
-			return 0
-		}
-		return 1
-	}
 	d := hashstore.DiagnoseFile(*hashFile, value, *acceptHash)
-	fmt.Fprintf(stdout, "%s: %s\n", source, d.Sentence())
+	fmt.Fprintf(stdout, "%s: %s\n", source, checkSentence(d, value))
 	if d.OK() {
 		return 0
 	}

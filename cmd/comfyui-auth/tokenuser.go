@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Named users: `token generate|rotate|revoke --user NAME` edit one user's
@@ -390,78 +389,28 @@ func runTokenRevoke(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// checkNamed is `token check` against a file with named lines: it says
-// which user the value belongs to, or why it belongs to none, in one
-// sentence with fingerprints only. A value whose `name:` prefix names a
-// user is checked against that user's lines only, with the part after the
-// colon; any other value is checked whole against the bare lines, as the
-// gateway does.
-func checkNamed(path, value string, creds hashstore.Credentials, acceptHash bool) (string, bool) {
-	name, secret, hasColon := strings.Cut(value, ":")
-	if hasColon && slices.Contains(creds.Users, name) {
-		var fps []string
-		var idx []int
-		for i, u := range creds.Users {
-			if u == name {
-				idx = append(idx, i)
-				fps = append(fps, hashstore.Fingerprint(creds.Hashes[i]))
-			}
-		}
-		for k, i := range idx {
-			if secret == creds.Hashes[i] {
-				return fmt.Sprintf("the value is user %s's name and line %d's hash itself (fingerprint %s), not the token: hash tokens work for bare lines only; send the `%s:<secret>` line from %s's token file",
-					name, k+1, fps[k], name, name), false
-			}
-		}
-		if len(secret) > hashstore.MaxTokenBytes {
-			return fmt.Sprintf("the token names user %s, but its secret (%d characters) is longer than the 72 bytes bcrypt can check, so it can never match: was a whole file pasted? send the one line of %s's token file", name, len(secret), name), false
-		}
-		for k, i := range idx {
-			if bcrypt.CompareHashAndPassword([]byte(creds.Hashes[i]), []byte(secret)) == nil {
-				return fmt.Sprintf("the token (fingerprint %s) belongs to user %s: it matches %s's line %d of %d in %s (fingerprint %s); clients send it as `Authorization: Bearer %s:<secret>`, HTTP Basic, ?token= or the login form with username %s",
-					hashstore.Fingerprint(value), name, name, k+1, len(idx), path, fps[k], name, name), true
-			}
-		}
-		return fmt.Sprintf("the token names user %s, but its secret (%d characters, fingerprint %s) matches none of %s's %d line(s) in %s (fingerprints %s): %s's token was rotated (send the newest from %s's token file) or the gateway reads another file",
-			name, len(secret), hashstore.Fingerprint(secret), name, len(idx), path, strings.Join(fps, ", "), name, name), false
+// checkSentence is `token check`'s answer: Diagnose's sentence, which reads
+// `name:secret` as the gateway does, said from the point of view of whose
+// token it is when the file has named users. A value that starts with a
+// name the file lacks gets the reason first: the gateway then checks the
+// whole value against the bare lines, so a revoked user's token is refused
+// with that finding.
+func checkSentence(d hashstore.Diagnosis, value string) string {
+	s := d.Sentence()
+	if len(d.UserNames) == 0 || d.Kind == hashstore.DiagFileProblem {
+		return s
 	}
-	for i, h := range creds.Hashes {
-		if creds.Users[i] != "" && (value == h || hasColon && secret == h) {
-			return fmt.Sprintf("the value holds user %s's hash (fingerprint %s), not a token: hash tokens work for bare lines only; send the `%s:<secret>` line from %s's token file",
-				creds.Users[i], hashstore.Fingerprint(h), creds.Users[i], creds.Users[i]), false
-		}
+	if d.User != "" {
+		return s
 	}
-	prefix := ""
-	if hasColon && hashstore.ValidUserName(name) == nil {
-		prefix = fmt.Sprintf("the token starts with `%s:`, but %s has no user %s (revoked, or never made with `token generate --user %s`; %s), so it was checked whole against the bare lines: ",
-			name, path, name, name, usersOf(creds))
+	if d.OK() {
+		return "the token belongs to the default user (the bare lines; `default` in logs): " + s
 	}
-	var bare hashstore.Credentials
-	for i, h := range creds.Hashes {
-		if creds.Users[i] == "" {
-			bare.Hashes = append(bare.Hashes, h)
-		}
+	if name, _, ok := strings.Cut(value, ":"); ok && hashstore.ValidUserName(name) == nil {
+		return fmt.Sprintf("the token starts with `%s:`, but %s has no user %s (revoked, or never made with `token generate --user %s`), so it was checked whole against the bare lines: %s",
+			name, d.Source, name, name, s)
 	}
-	if len(bare.Hashes) == 0 {
-		if prefix == "" {
-			prefix = fmt.Sprintf("the value (%d characters, fingerprint %s) names no user of %s (%s), ", len(value), hashstore.Fingerprint(value), path, usersOf(creds))
-		}
-		return prefix + "and the file has no bare line, so nothing accepts it: send a `NAME:<secret>` token from a token file", false
-	}
-	d := hashstore.Diagnose(value, bare, acceptHash)
-	d.Source = path
-	switch d.Kind {
-	case hashstore.DiagRawMatch:
-		return prefix + fmt.Sprintf("the token (fingerprint %s) belongs to the default user (the bare lines; `default` in logs): it matches bare line %d of %d in %s (fingerprint %s)",
-			d.ValueFingerprint, d.Line, len(bare.Hashes), path, d.HashFingerprints[d.Line-1]), true
-	case hashstore.DiagHashItself:
-		s := fmt.Sprintf("the value is bare line %d's hash itself (fingerprint %s), not the raw token", d.Line, d.ValueFingerprint)
-		if d.AcceptHash {
-			return prefix + s + ": the default user is let in only because ComfyUI-Login compatibility is on (COMFYUI_AUTH_ACCEPT_HASH_TOKEN=true)", true
-		}
-		return prefix + s + ", and hash tokens are refused (COMFYUI_AUTH_ACCEPT_HASH_TOKEN=false)", false
-	}
-	return prefix + fmt.Sprintf("against the %d bare line(s): ", len(bare.Hashes)) + d.Sentence(), false
+	return s
 }
 
 // usersOf names a file's users for a sentence, ten at most.

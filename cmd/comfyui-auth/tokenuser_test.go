@@ -98,7 +98,7 @@ func TestTokenUserLifecycleThroughTheCLI(t *testing.T) {
 		if strings.Contains(out, v[len(n)+1:]) {
 			t.Fatal("generate printed a secret")
 		}
-		if code, s := checkToken(t, hashFile, v); code != 0 || !strings.Contains(s, "belongs to user "+n) {
+		if code, s := checkToken(t, hashFile, v); code != 0 || !strings.Contains(s, "is user "+n+"'s") {
 			t.Fatalf("%s's token: exit %d: %s", n, code, s)
 		}
 	}
@@ -113,14 +113,14 @@ func TestTokenUserLifecycleThroughTheCLI(t *testing.T) {
 		t.Fatalf("rotate did not write a new token or lacks the retire hint:\n%s", out)
 	}
 	for _, v := range []string{oldAlice, newAlice} {
-		if code, s := checkToken(t, hashFile, v); code != 0 || !strings.Contains(s, "belongs to user alice") {
+		if code, s := checkToken(t, hashFile, v); code != 0 || !strings.Contains(s, "is user alice's") {
 			t.Fatalf("during the overlap: exit %d: %s", code, s)
 		}
 	}
 	if code, out, errs = tokenRun(t, "", "rotate", "--user", "alice", "--retire-old", "--hash-file", hashFile); code != 0 || !strings.Contains(out, "retired 1 old line") {
 		t.Fatalf("rotate --retire-old --user alice: exit %d: %s%s", code, out, errs)
 	}
-	if code, s := checkToken(t, hashFile, oldAlice); code != 1 || !strings.Contains(s, "names user alice, but its secret") {
+	if code, s := checkToken(t, hashFile, oldAlice); code != 1 || !strings.Contains(s, "matches none of user alice's") {
 		t.Fatalf("alice's old token after retiring: exit %d: %s", code, s)
 	}
 	if code, s := checkToken(t, hashFile, newAlice); code != 0 {
@@ -293,15 +293,15 @@ func TestTokenCheckSaysWhoseTokenItIs(t *testing.T) {
 		code        int
 		says        []string
 	}{
-		{"alice's token", alice, 0, []string{"belongs to user alice", "line 1 of 1"}},
-		{"bob's token", bob, 0, []string{"belongs to user bob"}},
-		{"the bare token", bare, 0, []string{"belongs to the default user", "bare line 1 of 1"}},
-		{"alice's name with bob's secret", "alice:" + bob[len("bob:"):], 1, []string{"names user alice, but its secret", "matches none of alice's 1 line(s)"}},
-		{"an unknown user", "carol:" + alice[len("alice:"):], 1, []string{"has no user carol", "its users: alice, bob", "checked whole against the bare lines"}},
+		{"alice's token", alice, 0, []string{"is user alice's", "matches hash 2 of"}},
+		{"bob's token", bob, 0, []string{"is user bob's", "matches hash 3 of"}},
+		{"the bare token", bare, 0, []string{"belongs to the default user", "matches hash 1 of"}},
+		{"alice's name with bob's secret", "alice:" + bob[len("bob:"):], 1, []string{"the secret after `alice:`", "matches none of user alice's 1 line"}},
+		{"an unknown user", "carol:" + alice[len("alice:"):], 1, []string{"has no user carol", "checked whole against the bare lines", "the file's users: alice, bob"}},
 		{"alice's hash", aliceHash, 1, []string{"user alice's hash", "bare lines only"}},
-		{"alice's name and hash", "alice:" + aliceHash, 1, []string{"hash itself", "not the token"}},
+		{"alice's name and hash", "alice:" + aliceHash, 1, []string{"user alice's hash", "not a token"}},
 		{"a secret too long", "alice:" + strings.Repeat("x", 80), 1, []string{"longer than the 72 bytes"}},
-		{"no name, wrong token", "wrong-token-0123456789abcdefghij", 1, []string{"against the 1 bare line(s)", "matches none"}},
+		{"no name, wrong token", "wrong-token-0123456789abcdefghij", 1, []string{"matches none of the 1 bare hash line", "NAME:TOKEN"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -330,7 +330,7 @@ func TestTokenCheckSaysWhoseTokenItIs(t *testing.T) {
 	}
 	named := filepath.Join(dir, "named.token")
 	os.WriteFile(named, []byte("alice:"+aliceHash+"\n"), 0o600)
-	if code, s := checkToken(t, named, bare); code != 1 || !strings.Contains(s, "has no bare line") {
+	if code, s := checkToken(t, named, bare); code != 1 || !strings.Contains(s, "no bare hash line") {
 		t.Fatalf("a bare token against named lines only: exit %d: %s", code, s)
 	}
 }
