@@ -1,6 +1,7 @@
 package hashstore
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,12 @@ func FuzzParse(f *testing.F) {
 		vectorHash, vectorHash + "\nadmin\n", vectorToken, "", "# c\n",
 		strings.ReplaceAll(vectorHash, "$", "$$"), vectorHash[1:], vectorHash[:55],
 		"$2a$10$" + vectorHash[7:] + "\r\n$2y$31$" + vectorHash[7:] + "\n",
+		// Named lines: htpasswd -B output, users with several lines mixed
+		// with bare lines and a username line, and the refused shapes.
+		"alice:$2y$05$" + vectorHash[7:] + "\n",
+		"alice:" + vectorHash + "\nbob:" + vectorHash + "\n" + vectorHash + "\nalice:$2a$10$" + vectorHash[7:] + "\nadmin\n",
+		"alice:hunter2\n" + vectorHash, "default:" + vectorHash, "Alice:" + vectorHash + "\nalice:" + vectorHash,
+		" carol : " + vectorHash + " \r\nDr Who: teacher\n", "bob:" + vectorHash[:50], "bob:", ":" + vectorHash,
 	} {
 		f.Add([]byte(s))
 	}
@@ -19,7 +26,9 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			msg := err.Error()
 			for _, line := range strings.Split(string(data), "\n") {
-				for _, l := range []string{line, strings.TrimSpace(line)} {
+				// The part after a `:` may be a user's password.
+				_, secret, _ := strings.Cut(line, ":")
+				for _, l := range []string{line, strings.TrimSpace(line), strings.TrimSpace(secret)} {
 					if len(l) >= 20 && strings.Contains(msg, l) {
 						t.Fatalf("message %q contains input line %q", msg, l)
 					}
@@ -29,6 +38,40 @@ func FuzzParse(f *testing.F) {
 		}
 		if len(c.Hashes) == 0 {
 			t.Fatalf("accepted with no hash: %+v", c)
+		}
+		if len(c.Users) != len(c.Hashes) {
+			t.Fatalf("%d users for %d hashes", len(c.Users), len(c.Hashes))
+		}
+		// Every accepted hash comes from one line of the input, bare or
+		// after its user's name and `:`.
+		kept := map[[2]string]bool{}
+		for _, line := range strings.Split(string(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))), "\n") {
+			line = strings.TrimSpace(line)
+			kept[[2]string{"", line}] = true
+			if name, rest, ok := strings.Cut(line, ":"); ok {
+				kept[[2]string{strings.TrimSpace(name), strings.TrimSpace(rest)}] = true
+			}
+		}
+		folded := map[string]string{}
+		for i, h := range c.Hashes {
+			u := c.Users[i]
+			if !kept[[2]string{u, h}] {
+				t.Fatalf("hash %d of user %q is not a line of the input", i+1, u)
+			}
+			if u == "" {
+				continue
+			}
+			if err := ValidUserName(u); err != nil {
+				t.Fatalf("accepted user name %q: %v", u, err)
+			}
+			if other, ok := folded[strings.ToLower(u)]; ok && other != u {
+				t.Fatalf("accepted users %q and %q, which differ only in case", other, u)
+			}
+			folded[strings.ToLower(u)] = u
+		}
+		// A username line never reads as a user's line (nor the reverse).
+		if name, _, ok := strings.Cut(c.Username, ":"); ok && userNameShape(strings.TrimSpace(name)) {
+			t.Fatalf("username line %q has a user name before its `:`", c.Username)
 		}
 		for _, h := range c.Hashes {
 			if len(h) != 60 {

@@ -80,8 +80,8 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 				host = r.RemoteAddr
 			}
 			client := host
-			if info.Client != "" {
-				client = info.Client
+			if info.Client.Addr.IsValid() {
+				client = info.Client.Addr.String()
 			}
 			bytesIn, bytesOut := int64(0), rec.bytes
 			ws := status == http.StatusSwitchingProtocols
@@ -108,18 +108,23 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 				// not news. An unhealthy one still logs at info.
 				ev = logger.Debug()
 			}
-			if info.Client != "" && info.Client != host {
+			if info.Client.Addr.IsValid() && info.Client.Addr != info.Client.Peer {
 				ev = ev.Str("peer", host)
-				host = info.Client
 			}
+			host = client
 			ev = ev.Str("method", r.Method).
 				Str("path", r.URL.EscapedPath()).
 				Int("status", status).
 				Int64("bytes", bytesOut).
 				Float64("duration_ms", float64(elapsed.Microseconds())/1000).
 				Str("client", host).
-				Str("auth", string(info.Method)).
-				Str("request_id", info.ID)
+				Str("auth", string(info.Method))
+			if info.User != "" {
+				// A name from the credential file, vetted by it (1-64
+				// characters of [A-Za-z0-9_.-]), or default / guest.
+				ev = ev.Str("user", info.User)
+			}
+			ev = ev.Str("request_id", info.ID)
 			if ws {
 				ev = ev.Int64("bytes_in", bytesIn).Int64("bytes_out", bytesOut)
 			}

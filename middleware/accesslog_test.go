@@ -57,7 +57,7 @@ func TestAccessLogNamesTheClientBehindATrustedProxy(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			h := AccessLog(zerolog.New(&buf))(ResolveClient(trusted)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+			h := AccessLog(zerolog.New(&buf))(ResolveClient(ClientResolver{Trusted: trusted})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
 			r := httptest.NewRequest(http.MethodGet, "/queue", nil)
 			r.RemoteAddr = tc.peer
 			if tc.xff != "" {

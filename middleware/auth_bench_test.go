@@ -43,9 +43,9 @@ func benchAuth(b *testing.B) (handler http.Handler, hash, cookie string) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	sessions := NewSessions(SessionOptions{
 		Codec: NewSessionCodec([]byte("bench-secret-key-0123456789")), Lifetime: time.Hour,
-		Credentials: func() (uint64, []string) {
+		Credentials: func() (uint64, []string, []string) {
 			snap := store.Snapshot()
-			return snap.Generation, snap.Creds.Hashes
+			return snap.Generation, snap.Creds.Hashes, nil
 		},
 		Logger: zerolog.Nop(),
 	})

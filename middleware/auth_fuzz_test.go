@@ -3,6 +3,7 @@ package middleware
 import (
 	"context"
 	"crypto/subtle"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -53,6 +54,12 @@ var publicWithoutCredentials = map[string]bool{"/login": true}
 func carriesSecret(authz, rawQuery string) (hash, raw bool) {
 	hash = strings.Contains(authz, fuzzHash)
 	raw = strings.Contains(authz, fuzzRaw)
+	if f := strings.Fields(authz); len(f) == 2 && strings.EqualFold(f[0], "basic") {
+		if b, err := base64.StdEncoding.DecodeString(f[1]); err == nil {
+			hash = hash || strings.Contains(string(b), fuzzHash)
+			raw = raw || strings.Contains(string(b), fuzzRaw)
+		}
+	}
 	q, _ := url.ParseQuery(rawQuery) // keeps the pairs it could parse
 	for _, v := range q["token"] {
 		hash = hash || v == fuzzHash
@@ -74,6 +81,9 @@ func FuzzAuthDecision(f *testing.F) {
 		{"Bearer", "token=", "/prompt"},
 		{"Bearer a b", "token=x&token=" + url.QueryEscape(fuzzRaw), "/history"},
 		{"Basic Zm9vOmJhcg==", "token=%zz", "/view"},
+		{"Basic " + base64.StdEncoding.EncodeToString([]byte("anyone:"+fuzzRaw)), "", "/prompt"},
+		{"basic " + base64.StdEncoding.EncodeToString([]byte(":"+fuzzHash)), "", "/prompt"},
+		{"Basic " + base64.StdEncoding.EncodeToString([]byte(fuzzRaw)), "", "/prompt"},
 		{"Bearer " + fuzzHash[:59], "", "/prompt"},
 		{"Bearer  " + fuzzHash + " ", "", "/prompt"},
 		{"Bearer\t" + fuzzHash, "", "/prompt"},
@@ -121,31 +131,71 @@ func FuzzAuthDecision(f *testing.F) {
 	})
 }
 
-// FuzzTokenFrom checks the token extraction alone: no panic, and a token is
-// only ever a substring the client sent (nothing is invented or trimmed into
-// a different secret), never empty when reported.
-func FuzzTokenFrom(f *testing.F) {
+// fuzzUsers knows one user, alice.
+type fuzzUsers struct{}
+
+func (fuzzUsers) HasUser(name string) bool { return name == "alice" }
+
+// FuzzCredentialFrom checks the reading of the Authorization header (Bearer
+// and Basic) and the query token alone: no panic; a token is only ever
+// what the client sent (nothing is invented or trimmed into a different
+// secret), never empty when reported; a Basic token is the decoded
+// secret, prefixed by its name only when the name is a known user; and a
+// header is either a credential or described in a problem, never both.
+func FuzzCredentialFrom(f *testing.F) {
 	f.Add("Bearer abc", "token=def")
 	f.Add("bearer   x  ", "")
 	f.Add("Bearer", "token=")
 	f.Add("", "token=%41%42&token=z")
 	f.Add("Bearer a\tb", "a=b;token=c")
+	f.Add("Basic YWxpY2U6czNjcmV0", "") // alice:s3cret
+	f.Add("Basic Ym9iOnMzY3JldA==", "") // bob:s3cret
+	f.Add("Basic OnMzY3JldA==", "")     // :s3cret
+	f.Add("Basic YWxpY2U6", "")         // alice:
+	f.Add("Basic YWxpY2U=", "token=x")  // alice
+	f.Add("Basic !!!", "")
+	f.Add("Basic", "")
+	f.Add("Digest username=x", "token=y")
 	f.Fuzz(func(t *testing.T, authz, rawQuery string) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.URL.RawQuery = rawQuery
 		if authz != "" {
 			r.Header.Set("Authorization", authz)
 		}
-		tok, problem := tokenFrom(r)
-		if tok == "" {
-			return
+		a := parseAuthorization(r.Header.Get("Authorization"))
+		kinds := 0
+		for _, k := range []bool{a.bearer != "", a.basic, a.problem != ""} {
+			if k {
+				kinds++
+			}
+		}
+		if want := min(1, len(r.Header.Get("Authorization"))); kinds != want {
+			t.Fatalf("header %q read as %d kinds (%+v), want %d", authz, kinds, a, want)
+		}
+		tok, ok := BearerOrQueryToken(r, nil)
+		if ok != (tok != "") {
+			t.Fatalf("BearerOrQueryToken = %q, %v", tok, ok)
 		}
 		fromQuery := r.URL.Query().Get("token")
-		if tok != fromQuery && !strings.Contains(authz, tok) {
+		if ok && tok != fromQuery && !strings.Contains(authz, tok) {
 			t.Fatalf("token %q is neither in the header %q nor the query's token %q", tok, authz, fromQuery)
 		}
-		if problem != "" && tok != fromQuery {
-			t.Fatalf("header token %q returned with problem %q", tok, problem)
+		basic, ok := BasicToken(r, fuzzUsers{})
+		if !ok {
+			return
+		}
+		f := strings.Fields(authz)
+		raw, err := base64.StdEncoding.DecodeString(f[len(f)-1])
+		if err != nil || !strings.EqualFold(f[0], "basic") {
+			t.Fatalf("Basic token %q from a header that is not Basic base64: %q", basic, authz)
+		}
+		name, secret, _ := strings.Cut(string(raw), ":")
+		want := secret
+		if name == "alice" {
+			want = string(raw)
+		}
+		if basic != want || secret == "" {
+			t.Fatalf("Basic token %q from %q, want %q", basic, raw, want)
 		}
 	})
 }

@@ -82,9 +82,10 @@ func (tp TrustedProxies) ClientAddr(r *http.Request) netip.Addr {
 }
 
 // IsHTTPS reports whether the client reached us over TLS: directly, or
-// through a trusted proxy that says so in X-Forwarded-Proto. The session
-// code uses it to set the cookie's Secure flag; an untrusted peer's header
-// is ignored so it cannot make the gateway downgrade or upgrade cookies.
+// through a trusted proxy that says so in the last value of
+// X-Forwarded-Proto. It decides Client.HTTPS, which sets the session
+// cookie's Secure flag and the X-Forwarded-Proto ComfyUI receives; an
+// untrusted peer's header is ignored so it can change neither.
 func (tp TrustedProxies) IsHTTPS(r *http.Request) bool {
 	if r.TLS != nil {
 		return true
@@ -93,13 +94,7 @@ func (tp TrustedProxies) IsHTTPS(r *http.Request) bool {
 	if !peer.IsValid() || !tp.Contains(peer) {
 		return false
 	}
-	// The closest proxy appends or sets the last value.
-	vals := r.Header.Values("X-Forwarded-Proto")
-	if len(vals) == 0 {
-		return false
-	}
-	parts := strings.Split(vals[len(vals)-1], ",")
-	return strings.EqualFold(strings.TrimSpace(parts[len(parts)-1]), "https")
+	return forwardedProtoIsHTTPS(r.Header)
 }
 
 // forwardedFor returns the X-Forwarded-For hops in order, across repeated

@@ -53,9 +53,8 @@ type Info struct {
 	// UserGuest for a guest session. Empty when nobody was authenticated
 	// (a refusal, a public page).
 	User string
-	// Client is the client's address as resolved through trusted proxies,
-	// when it differs from the connection's peer (see ResolveClient).
-	Client string
+	// Client is who sent the request, resolved once by ResolveClient.
+	Client Client
 	// Forwarded is set when the request is handed to ComfyUI; an answer
 	// without it is the gateway's own (a refusal, a page of its own).
 	Forwarded bool

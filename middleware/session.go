@@ -64,6 +64,10 @@ type Session struct {
 	Epoch uint64
 	// Guest marks a guest-mode session, which the guest policy restricts.
 	Guest bool
+	// User is who the session is for, filled by Sessions.Current from the
+	// credential line the binding names (not part of the cookie): the
+	// line's user, UserDefault for a bare line, UserGuest for a guest.
+	User string
 }
 
 // SessionCodec signs and checks session cookies with HMAC-SHA256.
@@ -239,10 +243,12 @@ func randomEpoch() uint64 {
 type SessionOptions struct {
 	Codec    *SessionCodec
 	Lifetime time.Duration
-	// Credentials returns the hash lines in force and a generation that
-	// changes whenever they may have changed (it keys a cache of their
-	// bindings). No hashes means nothing is loaded: no session is valid.
-	Credentials func() (gen uint64, hashes []string)
+	// Credentials returns the hash lines in force, the user of each (""
+	// for a bare line; users may be nil when every line is bare) and a
+	// generation that changes whenever they may have changed (it keys a
+	// cache of their bindings). No hashes means nothing is loaded: no
+	// session is valid.
+	Credentials func() (gen uint64, hashes, users []string)
 	// GuestEnabled reports whether guest mode is on now; guest sessions stop
 	// working as soon as it is turned off.
 	GuestEnabled func() bool
@@ -302,10 +308,11 @@ type Sessions struct {
 type credentialBindings struct {
 	gen   uint64
 	lines [][16]byte
+	users []string // the user of each line: a name or UserDefault
 	set   [16]byte
 }
 
-var _ SessionAuthenticator = (*Sessions)(nil)
+var _ Authenticator = (*Sessions)(nil)
 
 // NewSessions returns a Sessions.
 func NewSessions(opts SessionOptions) *Sessions {
@@ -336,16 +343,21 @@ func NewSessions(opts SessionOptions) *Sessions {
 // bindings returns the bindings of the credentials in force, nil when none
 // is loaded.
 func (s *Sessions) bindings() *credentialBindings {
-	gen, hashes := s.opts.Credentials()
+	gen, hashes, users := s.opts.Credentials()
 	if len(hashes) == 0 {
 		return nil
 	}
 	if b := s.bound.Load(); b != nil && b.gen == gen {
 		return b
 	}
-	b := &credentialBindings{gen: gen, lines: make([][16]byte, len(hashes)), set: s.opts.Codec.BindSet(hashes)}
+	b := &credentialBindings{gen: gen, lines: make([][16]byte, len(hashes)), users: make([]string, len(hashes)),
+		set: s.opts.Codec.BindSet(hashes)}
 	for i, h := range hashes {
 		b.lines[i] = s.opts.Codec.BindLine(h)
+		b.users[i] = UserDefault
+		if i < len(users) && users[i] != "" {
+			b.users[i] = users[i]
+		}
 	}
 	s.bound.Store(b)
 	return b
@@ -376,8 +388,15 @@ func (s *Sessions) Current(r *http.Request) (Session, bool) {
 		if sess.Binding != b.set || !s.opts.GuestEnabled() {
 			return Session{}, false
 		}
-	} else if !slices.Contains(b.lines, sess.Binding) {
-		return Session{}, false
+		sess.User = UserGuest
+	} else {
+		// The line decides the user, so removing a user's lines ends
+		// that user's sessions, and only theirs.
+		i := slices.Index(b.lines, sess.Binding)
+		if i < 0 {
+			return Session{}, false
+		}
+		sess.User = b.users[i]
 	}
 	s.mu.Lock()
 	var valid bool
@@ -395,16 +414,18 @@ func (s *Sessions) Current(r *http.Request) (Session, bool) {
 	return sess, true
 }
 
-// Authenticate implements SessionAuthenticator.
-func (s *Sessions) Authenticate(r *http.Request) (Method, bool) {
+// Authenticate implements Authenticator: a request without a valid
+// session is not authenticated, never refused, so it falls through to the
+// login page or the next credential.
+func (s *Sessions) Authenticate(_ http.ResponseWriter, r *http.Request) (User, bool, error) {
 	sess, ok := s.Current(r)
 	if !ok {
-		return MethodNone, false
+		return User{}, false, nil
 	}
 	if sess.Guest {
-		return MethodGuest, true
+		return User{Name: sess.User, Method: MethodGuest}, true, nil
 	}
-	return MethodSession, true
+	return User{Name: sess.User, Method: MethodSession}, true, nil
 }
 
 // IssueUser starts a user session bound to hash, the credential line the

@@ -22,9 +22,10 @@ const testKey = "0123456789abcdef0123456789abcdef"
 type testCreds struct {
 	gen    uint64
 	hashes []string
+	users  []string
 }
 
-func (c *testCreds) get() (uint64, []string) { return c.gen, c.hashes }
+func (c *testCreds) get() (uint64, []string, []string) { return c.gen, c.hashes, c.users }
 
 // set installs hashes as a new generation, as a reload does.
 func (c *testCreds) set(hashes ...string) { c.gen++; c.hashes = hashes }
@@ -77,7 +78,7 @@ func end(t *testing.T, s *Sessions, value string) {
 }
 
 func valid(s *Sessions, value string) bool {
-	_, ok := s.Authenticate(withCookie(value))
+	_, ok, _ := s.Authenticate(nil, withCookie(value))
 	return ok
 }
 
@@ -151,7 +152,11 @@ func TestSessionIsRefusedWhenTamperedExpiredForeignRotatedOrRevoked(t *testing.T
 			if tc.before != nil {
 				tc.before()
 			}
-			m, ok := s.Authenticate(withCookie(tc.value))
+			u, ok, _ := s.Authenticate(nil, withCookie(tc.value))
+			m := u.Method
+			if !ok {
+				m = MethodNone
+			}
 			if m != tc.method || ok != tc.ok {
 				t.Fatalf("Authenticate = %s, %v; want %s, %v", m, ok, tc.method, tc.ok)
 			}

@@ -6,25 +6,25 @@ import (
 	"hash/maphash"
 	"math"
 	"net/http"
-	"net/netip"
-	"net/url"
 	"slices"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// Throttler is what the auth decision and the login handler consult about
-// credential failures. Locked is called before any bcrypt work; Failed only
-// after a credential was checked and found wrong. A success is never
-// reported: it must not count, and it must not unlock an address an
-// attacker behind the same NAT is hammering.
+// Throttler is the one interface every credential check consults about
+// failures: the token authenticator, the login form and guest logins. It
+// counts per ClientKey (see Client.Key), so a wrong password and a wrong
+// token from one client count toward the same limit. Locked is called
+// before any bcrypt work; Failed only after a credential was checked and
+// found wrong. A success is never reported: it must not count, and it must
+// not unlock an address an attacker behind the same NAT is hammering.
 type Throttler interface {
-	// Locked reports whether r's client is locked out, and for how long.
-	Locked(r *http.Request) (retryAfter time.Duration, locked bool)
-	// Failed counts one failure for r's client and reports whether this
+	// Locked reports whether the client is locked out, and for how long.
+	Locked(c ClientKey) (retryAfter time.Duration, locked bool)
+	// Failed counts one failure for the client and reports whether this
 	// failure locked it.
-	Failed(r *http.Request) (retryAfter time.Duration, locked bool)
+	Failed(c ClientKey) (retryAfter time.Duration, locked bool)
 	// LockedToken is asked when a locked client presents a raw token, after
 	// a look-up in the verifier's success cache (cached reports a hit). It
 	// reports whether to let a cached token in. A token that is not cached
@@ -33,7 +33,7 @@ type Throttler interface {
 	// wait out the lock, so the cache is never a faster guessing oracle
 	// than the throttle itself. Repeating one wrong token (a misconfigured
 	// client) is one guess, however often.
-	LockedToken(r *http.Request, token string, cached bool) (admit bool)
+	LockedToken(c ClientKey, token string, cached bool) (admit bool)
 }
 
 var _ Throttler = (*Throttle)(nil)
@@ -58,11 +58,6 @@ type ThrottleOptions struct {
 	// failing one is forgotten first. 0 means throttleCapacity. Only tests
 	// set it.
 	Capacity int
-	// Trusted says whose X-Forwarded-For to believe.
-	Trusted TrustedProxies
-	// PublicURL, when set, is the gateway's own origin, for telling
-	// cross-site requests apart (see IsCrossSite); nil takes it from Host.
-	PublicURL *url.URL
 	// Now is the clock; nil means time.Now. Tests move it.
 	Now func() time.Time
 }
@@ -83,8 +78,8 @@ const maxLockGuesses = 16
 // that can make the throttle forget its oldest entries, which only unlocks
 // addresses early and never locks anyone.
 //
-// Requests a browser marks as cross-site (IsCrossSite) are counted in a
-// budget of their own per address: a web page that makes its visitors'
+// Requests a browser marks as cross-site (ClientKey.CrossSite) are counted
+// in a budget of their own per address: a web page that makes its visitors'
 // browsers send wrong tokens (an <img src=...?token=bad>) can lock only
 // cross-site token use from their address, never their own direct use. A
 // client that forges the header gains one more budget, not an unthrottled
@@ -95,18 +90,11 @@ type Throttle struct {
 
 	mu      sync.Mutex
 	lru     *list.List // of *throttleEntry, most recently failing first
-	entries map[throttleID]*list.Element
-}
-
-// throttleID is one failure budget: an address (IPv6 /64), same-site or
-// cross-site.
-type throttleID struct {
-	addr      netip.Addr
-	crossSite bool
+	entries map[ClientKey]*list.Element
 }
 
 type throttleEntry struct {
-	key         throttleID
+	key         ClientKey
 	failures    int
 	windowStart time.Time
 	lockedUntil time.Time
@@ -146,31 +134,34 @@ func NewThrottle(o ThrottleOptions) *Throttle {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Throttle{opts: o, seed: maphash.MakeSeed(), lru: list.New(), entries: make(map[throttleID]*list.Element)}
+	return &Throttle{opts: o, seed: maphash.MakeSeed(), lru: list.New(), entries: make(map[ClientKey]*list.Element)}
 }
 
-func (t *Throttle) id(r *http.Request) throttleID {
-	return throttleID{addr: throttleKey(t.opts.Trusted.ClientAddr(r)), crossSite: IsCrossSite(r, t.opts.PublicURL)}
+// id groups the key's address as the throttle counts it, whatever the
+// caller passed.
+func id(c ClientKey) ClientKey {
+	c.Addr = throttleKey(c.Addr)
+	return c
 }
 
 // Locked implements Throttler: one map lookup under a mutex.
-func (t *Throttle) Locked(r *http.Request) (time.Duration, bool) {
-	return t.locked(t.id(r))
+func (t *Throttle) Locked(c ClientKey) (time.Duration, bool) {
+	return t.locked(id(c))
 }
 
 // Failed implements Throttler.
-func (t *Throttle) Failed(r *http.Request) (time.Duration, bool) {
-	return t.failed(t.id(r))
+func (t *Throttle) Failed(c ClientKey) (time.Duration, bool) {
+	return t.failed(id(c))
 }
 
 // LockedToken implements Throttler.
-func (t *Throttle) LockedToken(r *http.Request, token string, cached bool) bool {
+func (t *Throttle) LockedToken(c ClientKey, token string, cached bool) bool {
 	budget := min(t.opts.MaxFailures, maxLockGuesses)
 	fp := maphash.String(t.seed, token)
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	el, ok := t.entries[t.id(r)]
+	el, ok := t.entries[id(c)]
 	if !ok {
 		return cached
 	}
@@ -187,19 +178,7 @@ func (t *Throttle) LockedToken(r *http.Request, token string, cached bool) bool 
 	return false
 }
 
-// LockedAddr is Locked for an address already resolved, in its same-site
-// budget.
-func (t *Throttle) LockedAddr(a netip.Addr) (time.Duration, bool) {
-	return t.locked(throttleID{addr: throttleKey(a)})
-}
-
-// FailedAddr is Failed for an address already resolved, in its same-site
-// budget.
-func (t *Throttle) FailedAddr(a netip.Addr) (time.Duration, bool) {
-	return t.failed(throttleID{addr: throttleKey(a)})
-}
-
-func (t *Throttle) locked(key throttleID) (time.Duration, bool) {
+func (t *Throttle) locked(key ClientKey) (time.Duration, bool) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -214,7 +193,7 @@ func (t *Throttle) locked(key throttleID) (time.Duration, bool) {
 	return 0, false
 }
 
-func (t *Throttle) failed(key throttleID) (time.Duration, bool) {
+func (t *Throttle) failed(key ClientKey) (time.Duration, bool) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()

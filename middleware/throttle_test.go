@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"sync"
@@ -35,22 +36,22 @@ func TestThrottleLocksAfterMaxFailuresAndOnlyThatAddress(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	th := newTestThrottle(c)
 	for i := 1; i <= 2; i++ {
-		if _, locked := th.FailedAddr(attacker); locked {
+		if _, locked := th.Failed(ClientKey{Addr: attacker}); locked {
 			t.Fatalf("locked after %d failures, want 3", i)
 		}
 	}
-	d, locked := th.FailedAddr(attacker)
+	d, locked := th.Failed(ClientKey{Addr: attacker})
 	if !locked || d != 10*time.Second {
 		t.Fatalf("third failure: locked=%v for %s, want 10s", locked, d)
 	}
-	if _, locked := th.LockedAddr(attacker); !locked {
+	if _, locked := th.Locked(ClientKey{Addr: attacker}); !locked {
 		t.Fatal("attacker not locked")
 	}
-	if _, locked := th.LockedAddr(bystander); locked {
+	if _, locked := th.Locked(ClientKey{Addr: bystander}); locked {
 		t.Fatal("another address was locked by the attacker's failures")
 	}
 	c.Add(10 * time.Second)
-	if _, locked := th.LockedAddr(attacker); locked {
+	if _, locked := th.Locked(ClientKey{Addr: attacker}); locked {
 		t.Fatal("still locked after the lock period")
 	}
 }
@@ -62,7 +63,7 @@ func TestThrottleLockGrowsOnRepeatUpToTheCap(t *testing.T) {
 	for round := 0; round < 4; round++ {
 		var d time.Duration
 		for i := 0; i < 3; i++ {
-			d, _ = th.FailedAddr(attacker)
+			d, _ = th.Failed(ClientKey{Addr: attacker})
 		}
 		got = append(got, d)
 		c.Add(d)
@@ -74,7 +75,7 @@ func TestThrottleLockGrowsOnRepeatUpToTheCap(t *testing.T) {
 	// A quiet MaxLock forgets the strikes.
 	c.Add(41 * time.Second)
 	for i := 0; i < 3; i++ {
-		d, locked := th.FailedAddr(attacker)
+		d, locked := th.Failed(ClientKey{Addr: attacker})
 		if i == 2 && (!locked || d != 10*time.Second) {
 			t.Fatalf("after a quiet period: %v %s, want the base lock again", locked, d)
 		}
@@ -85,9 +86,9 @@ func TestThrottleFailuresOutsideTheWindowDoNotAddUp(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	th := newTestThrottle(c)
 	for i := 0; i < 10; i++ {
-		th.FailedAddr(attacker)
-		th.FailedAddr(attacker)
-		if _, locked := th.LockedAddr(attacker); locked {
+		th.Failed(ClientKey{Addr: attacker})
+		th.Failed(ClientKey{Addr: attacker})
+		if _, locked := th.Locked(ClientKey{Addr: attacker}); locked {
 			t.Fatalf("locked with two failures per window (round %d)", i)
 		}
 		c.Add(61 * time.Second)
@@ -98,7 +99,7 @@ func TestThrottleMemoryIsCapped(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	th := newTestThrottle(c)
 	for i := 0; i < 1000; i++ {
-		th.FailedAddr(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+		th.Failed(ClientKey{Addr: netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})})
 	}
 	if n := th.Len(); n != 100 {
 		t.Fatalf("remembers %d clients, cap is 100", n)
@@ -109,12 +110,12 @@ func TestThrottleCountsAnIPv6ClientPerSlash64(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	th := newTestThrottle(c)
 	for i := 1; i <= 3; i++ {
-		th.FailedAddr(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i)))
+		th.Failed(ClientKey{Addr: netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i))})
 	}
-	if _, locked := th.LockedAddr(netip.MustParseAddr("2001:db8:1:2::ffff")); !locked {
+	if _, locked := th.Locked(ClientKey{Addr: netip.MustParseAddr("2001:db8:1:2::ffff")}); !locked {
 		t.Fatal("rotating addresses inside one /64 escaped the throttle")
 	}
-	if _, locked := th.LockedAddr(netip.MustParseAddr("2001:db8:1:3::1")); locked {
+	if _, locked := th.Locked(ClientKey{Addr: netip.MustParseAddr("2001:db8:1:3::1")}); locked {
 		t.Fatal("a neighbouring /64 was locked")
 	}
 }
@@ -122,18 +123,19 @@ func TestThrottleCountsAnIPv6ClientPerSlash64(t *testing.T) {
 func TestThrottleResolvesTheClientThroughTrustedProxies(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	trusted, _ := ParseTrustedProxies("10.0.0.0/8")
-	th := NewThrottle(ThrottleOptions{MaxFailures: 1, Window: time.Minute, BaseLock: time.Minute, Trusted: trusted, Now: c.Now})
+	th := NewThrottle(ThrottleOptions{MaxFailures: 1, Window: time.Minute, BaseLock: time.Minute, Now: c.Now})
+	key := func(r *http.Request) ClientKey { return ClientResolver{Trusted: trusted}.Resolve(r).Key() }
 	r := httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "10.0.0.2:1234"
 	r.Header.Set("X-Forwarded-For", "198.51.100.1")
-	th.Failed(r)
+	th.Failed(key(r))
 	other := httptest.NewRequest("GET", "/", nil)
 	other.RemoteAddr = "10.0.0.2:1235"
 	other.Header.Set("X-Forwarded-For", "198.51.100.2")
-	if _, locked := th.Locked(other); locked {
+	if _, locked := th.Locked(key(other)); locked {
 		t.Fatal("one client behind the proxy locked another")
 	}
-	if _, locked := th.Locked(r); !locked {
+	if _, locked := th.Locked(key(r)); !locked {
 		t.Fatal("the failing client behind the proxy is not locked")
 	}
 }
@@ -167,8 +169,7 @@ func TestNewThrottleRefusesZeroInsteadOfPickingADefault(t *testing.T) {
 func TestLockedClientKeepsCachedTokensUntilItGuesses(t *testing.T) {
 	c := &clock{now: time.Unix(1e9, 0)}
 	th := newTestThrottle(c)
-	r := httptest.NewRequest("GET", "/", nil)
-	r.RemoteAddr = attacker.String() + ":1"
+	r := ClientKey{Addr: attacker}
 	if !th.LockedToken(r, "good", true) || th.LockedToken(r, "bad", false) {
 		t.Fatal("an unlocked client: cached tokens pass, others are for the verifier")
 	}
@@ -214,14 +215,15 @@ func TestCrossSiteFailuresHaveTheirOwnBudget(t *testing.T) {
 	foreign := httptest.NewRequest("POST", "http://gw/login", nil)
 	foreign.RemoteAddr = attacker.String() + ":3"
 	foreign.Header.Set("Origin", "https://evil.example")
+	key := func(r *http.Request) ClientKey { return ClientResolver{}.Resolve(r).Key() }
 	for range 2 {
-		th.Failed(img)
-		th.Failed(foreign)
+		th.Failed(key(img))
+		th.Failed(key(foreign))
 	}
-	if _, locked := th.Locked(img); !locked {
+	if _, locked := th.Locked(key(img)); !locked {
 		t.Fatal("cross-site failures did not lock cross-site use")
 	}
-	if _, locked := th.Locked(direct); locked {
+	if _, locked := th.Locked(key(direct)); locked {
 		t.Fatal("cross-site failures locked the visitor's own requests")
 	}
 	own := httptest.NewRequest("POST", "http://gw/login", nil)

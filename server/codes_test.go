@@ -160,7 +160,7 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 			return std(t).do(t, "GET", "/queue", nil)
 		}},
 		{"malformed header", 401, middleware.CodeMalformedHeader, func(t *testing.T) *http.Response {
-			return std(t).do(t, "GET", "/queue", nil, "Authorization: Basic dXNlcjpwYXNz")
+			return std(t).do(t, "GET", "/queue", nil, "Authorization: Basic dXNlcnBhc3M=") // "userpass": no colon
 		}},
 		{"wrong token", 401, middleware.CodeWrongToken, func(t *testing.T) *http.Response {
 			return std(t).do(t, "GET", "/queue", nil, "Authorization: Bearer not-the-token")

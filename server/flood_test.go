@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/comfyui-auth/comfyui-auth/middleware"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -139,7 +141,7 @@ func TestConcurrentDistinctGuessesFromOneAddressLockIt(t *testing.T) {
 	if want := []int{429, 429, 429, 429}; fmt.Sprint(codes) != fmt.Sprint(want) {
 		t.Fatalf("guesses over the share = %v, want %v", codes, want)
 	}
-	if _, locked := g.Server.Throttle().Locked(&http.Request{RemoteAddr: "127.0.0.7:1", Header: http.Header{}}); !locked {
+	if _, locked := g.Server.Throttle().Locked(middleware.ClientKey{Addr: netip.MustParseAddr("127.0.0.7")}); !locked {
 		t.Fatal("three over-the-share guesses did not lock the address")
 	}
 	open()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -17,40 +16,6 @@ import (
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
 	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
-
-// LoginThrottle is consulted by POST /login so that wrong passwords count
-// toward a per-client limit. The per-client failure throttle satisfies it;
-// with MaxLoginAttempts at 0 there is none, and the bounded bcrypt pool is
-// what limits the cost of a password flood.
-type LoginThrottle interface {
-	// Blocked reports whether client may not try a password now, and for
-	// how much longer. It does not count an attempt.
-	Blocked(client string) (retryAfter time.Duration, blocked bool)
-	// Failed records a wrong password from client.
-	Failed(client string)
-	// Succeeded tells of a right password. The gateway's throttle ignores
-	// it: forgetting failures on a success would let an attacker behind the
-	// same address as a legitimate user guess on for ever.
-	Succeeded(client string)
-}
-
-// loginThrottle adapts the per-client failure throttle, which also guards
-// raw tokens in middleware.Auth, to LoginThrottle's string client keys, so a
-// wrong password and a wrong token count toward the same limit.
-type loginThrottle struct{ t *middleware.Throttle }
-
-func (l loginThrottle) Blocked(client string) (time.Duration, bool) {
-	return l.t.LockedAddr(parseClientKey(client))
-}
-func (l loginThrottle) Failed(client string)    { l.t.FailedAddr(parseClientKey(client)) }
-func (l loginThrottle) Succeeded(client string) {}
-
-// parseClientKey reads back what clientKey wrote; anything unreadable is
-// the zero address, one shared key.
-func parseClientKey(client string) netip.Addr {
-	a, _ := netip.ParseAddr(client)
-	return a
-}
 
 // Paths the gateway serves itself.
 const (
@@ -99,8 +64,21 @@ func (s *Server) guestEnabled() bool {
 	return err == nil
 }
 
-func (s *Server) clientKey(r *http.Request) string {
-	return s.trusted.ClientAddr(r).String()
+// loginToken is what the login form's fields are checked as. A username
+// that names a user in the credentials loaded now makes the token
+// `username:password`, checked against that user's lines only; any other
+// username is ComfyUI-Login's display name, which its login ignores, and the
+// password alone is checked against the bare lines, as there.
+func (s *Server) loginToken(username, password string) string {
+	if username != "" && (storeUsers{s.store}).HasUser(username) {
+		return username + ":" + password
+	}
+	return password
+}
+
+// client is r's Client, as ResolveClient resolved it.
+func (s *Server) client(r *http.Request) middleware.Client {
+	return middleware.ClientOf(r, s.clients)
 }
 
 func safeNext(p string) string {
@@ -123,8 +101,8 @@ func (s *Server) handleLoginPage(w http.ResponseWriter, r *http.Request) {
 		Next:  next,
 	}
 	status := http.StatusOK
-	if s.throttle != nil {
-		if d, blocked := s.throttle.Blocked(s.clientKey(r)); blocked {
+	if s.limiter != nil {
+		if d, blocked := s.limiter.Locked(s.client(r).SameSiteKey()); blocked {
 			page.LockedSeconds = max(1, int((d+time.Second-1)/time.Second))
 			page.Wrong = false
 		}
@@ -201,14 +179,14 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginP
 	}
 }
 
-// handleLogin checks the password of POST /login. Only the password counts,
-// as in ComfyUI-Login (the username is for display); it goes through the
-// bounded bcrypt pool, so the hash string itself is not a password and a
-// flood of attempts cannot stall ComfyUI.
+// handleLogin checks the password of POST /login (see loginToken for what
+// the username field does); it goes through the bounded bcrypt pool, so the
+// hash string itself is not a password and a flood of attempts cannot stall
+// ComfyUI.
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	info := middleware.InfoFrom(r)
 	info.Method = middleware.MethodPublic
-	if middleware.IsCrossSite(r, s.public) {
+	if s.client(r).CrossSite {
 		// Another site's page posting here (an auto-submitted form) is
 		// never a login, and must not count toward its visitor's lock.
 		info.Reason = "login: cross-site form refused"
@@ -230,21 +208,21 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	client := s.clientKey(r)
+	client := s.client(r)
 
 	if r.PostForm.Get("guest_mode") == "1" {
 		s.handleGuestLogin(w, r, next)
 		return
 	}
 
-	password := r.PostForm.Get("password")
-	if s.throttle != nil {
-		if d, blocked := s.throttle.Blocked(client); blocked {
+	password := s.loginToken(r.PostForm.Get("username"), r.PostForm.Get("password"))
+	if s.limiter != nil {
+		if d, blocked := s.limiter.Locked(client.Key()); blocked {
 			// A password already verified and cached costs no bcrypt, so a
 			// locked address (a shared NAT, the Docker bridge) may still
 			// use it, within the lock's budget of distinct guesses.
 			cached, hit := s.verifier.Cached(password)
-			if s.limiter == nil || !s.limiter.LockedToken(r, password, hit) {
+			if !s.limiter.LockedToken(client.Key(), password, hit) {
 				info.Reason = "login: throttled"
 				info.Refusal = middleware.RefusalLocked
 				w.Header().Set("Retry-After", fmt.Sprint(max(1, int((d+time.Second-1)/time.Second))))
@@ -256,19 +234,19 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	res := s.verifier.VerifyFor(r.Context(), middleware.PoolClient(r, s.trusted, s.public), password)
+	res := s.verifier.VerifyFor(r.Context(), client.Key().String(), password)
 	if _, ok := s.matchedHash(res); res.Outcome == hashstore.Match && !ok {
 		// The credentials were reloaded during the check: check again
 		// against those in force, so the session is bound to a line that is.
-		res = s.verifier.VerifyFor(r.Context(), middleware.PoolClient(r, s.trusted, s.public), password)
+		res = s.verifier.VerifyFor(r.Context(), client.Key().String(), password)
 	}
 	switch res.Outcome {
 	case hashstore.Match:
 		s.loggedIn(w, r, client, next, res)
 	case hashstore.Busy, hashstore.ClientBusy:
-		if res.Outcome == hashstore.ClientBusy && s.throttle != nil {
+		if res.Outcome == hashstore.ClientBusy && s.limiter != nil {
 			// Several different passwords at once from one address.
-			s.throttle.Failed(client)
+			s.limiter.Failed(client.Key())
 		}
 		info.Reason = "login: bcrypt pool busy"
 		info.Refusal = middleware.RefusalShed
@@ -283,11 +261,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		info.Reason = "login: no credential configured"
 		http.Redirect(w, r, loginPath, http.StatusFound)
 	default:
-		if s.throttle != nil {
-			s.throttle.Failed(client)
+		if s.limiter != nil {
+			s.limiter.Failed(client.Key())
 		}
 		info.Reason = "login: wrong password"
-		s.logger.Warn().Str("client", client).Msg("browser login failed: wrong password")
+		s.logger.Warn().Str("client", client.Addr.String()).Msg("browser login failed: wrong password")
 		to := loginPath + "?wrong_password=1"
 		if next != "" {
 			to += "&next=" + url.QueryEscape(next)
@@ -300,7 +278,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 // it matched. Should the credentials have been reloaded since the check, the
 // browser is asked to retry rather than get a session bound to a line that
 // may be gone.
-func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client, next string, res hashstore.Result) {
+func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client middleware.Client, next string, res hashstore.Result) {
 	hash, ok := s.matchedHash(res)
 	if !ok {
 		info := middleware.InfoFrom(r)
@@ -309,12 +287,11 @@ func (s *Server) loggedIn(w http.ResponseWriter, r *http.Request, client, next s
 		s.refuseLogin(w, r, loginPage{Busy: true, Guest: s.guestEnabled(), Next: next, Code: middleware.CodeCredentialsReloaded}, http.StatusServiceUnavailable)
 		return
 	}
-	if s.throttle != nil {
-		s.throttle.Succeeded(client)
-	}
 	sess := s.sessions.IssueUser(w, r, hash)
-	middleware.InfoFrom(r).Generation = res.Generation
-	s.logger.Info().Str("client", client).Str("session", hex.EncodeToString(sess.ID[:4])).
+	info := middleware.InfoFrom(r)
+	info.Generation = res.Generation
+	info.User = middleware.ResultUser(res)
+	s.logger.Info().Str("client", client.Addr.String()).Str("user", info.User).Str("session", hex.EncodeToString(sess.ID[:4])).
 		Uint64("generation", res.Generation).Msg("browser login")
 	http.Redirect(w, r, orRoot(next), http.StatusFound)
 }

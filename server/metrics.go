@@ -34,6 +34,7 @@ type metrics struct {
 	bcryptWait     prometheus.Histogram
 	upstreamErrors *prometheus.CounterVec
 	refusals       *prometheus.CounterVec
+	users          *prometheus.CounterVec
 
 	// counters caches the child counters by label pair, because
 	// WithLabelValues hashes its labels on every call and this runs once per
@@ -41,7 +42,23 @@ type metrics struct {
 	counters sync.Map // requestKey -> prometheus.Counter
 	codes    sync.Map // int -> prometheus.Counter
 	refused  sync.Map // middleware.RefusalCode -> prometheus.Counter
+	userCtrs sync.Map // user name -> prometheus.Counter
+
+	// usersMu guards named, the named users given a series of their own;
+	// once it holds maxUserSeries names, every other name is "other".
+	usersMu sync.Mutex
+	named   int
 }
+
+// maxUserSeries caps the named users counted apart in
+// comfyui_auth_user_requests_total: the first 64 names let in since the
+// start get a series each, later ones share the series user="other". The
+// reserved users default and guest always have their own. A class of a few
+// dozen fits; a file of thousands cannot grow Prometheus without bound.
+const maxUserSeries = 64
+
+// otherUsers is the user label of the named users past maxUserSeries.
+const otherUsers = "other"
 
 type requestKey struct {
 	auth    middleware.Method
@@ -78,7 +95,11 @@ func newMetrics() *metrics {
 		Namespace: metricsNamespace, Name: "refusals_total",
 		Help: "Requests the gateway refused itself, by refusal code (wrong_token, locked_out, pool_busy, ...; see README's status table).",
 	}, []string{"refusal"})
-	m.reg.MustRegister(m.requests, m.responses, m.duration, m.bcryptWait, m.upstreamErrors, m.refusals,
+	m.users = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace, Name: "user_requests_total",
+		Help: "Requests let in, by user: a named user, default (the bare hash lines), guest, or other (named users past the first 64 seen since the start).",
+	}, []string{"user"})
+	m.reg.MustRegister(m.requests, m.responses, m.duration, m.bcryptWait, m.upstreamErrors, m.refusals, m.users,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -107,9 +128,36 @@ func (m *metrics) observe(c middleware.Completed) {
 		}
 		ctr.(prometheus.Counter).Inc()
 	}
+	if u := c.Info.User; u != "" {
+		m.userCounter(u).Inc()
+	}
 	if k.outcome == "allowed" && auth != middleware.MethodPublic && !c.WebSocket {
 		m.duration.Observe(c.Duration.Seconds())
 	}
+}
+
+// userCounter is the counter of user name, within maxUserSeries. Names
+// past the cap are not remembered, so the map is bounded too; they take the
+// lock on each request, which only a file of more than 64 users pays.
+func (m *metrics) userCounter(name string) prometheus.Counter {
+	if ctr, ok := m.userCtrs.Load(name); ok {
+		return ctr.(prometheus.Counter)
+	}
+	m.usersMu.Lock()
+	defer m.usersMu.Unlock()
+	if ctr, ok := m.userCtrs.Load(name); ok {
+		return ctr.(prometheus.Counter)
+	}
+	reserved := name == middleware.UserDefault || name == middleware.UserGuest
+	if !reserved && m.named >= maxUserSeries {
+		return m.users.WithLabelValues(otherUsers)
+	}
+	if !reserved {
+		m.named++
+	}
+	ctr := m.users.WithLabelValues(name)
+	m.userCtrs.Store(name, ctr)
+	return ctr
 }
 
 // outcome classes a request for requests_total. A request that no auth step

@@ -46,7 +46,12 @@ type proxyOptions struct {
 //   - any client Comfy-User header, which ComfyUI's --multi-user mode trusts
 //     blindly.
 //
-// It sets X-Forwarded-For/-Host/-Proto, keeps the raw escaped path (ComfyUI
+// It sets X-Forwarded-For and X-Forwarded-Proto from the request's resolved
+// Client (middleware.ResolveClient): the client's address as the throttle
+// and the access log name it, and https exactly when the session cookie is
+// Secure, so ComfyUI and the gateway never disagree about either. Whatever
+// the client sent in X-Forwarded-* or Forwarded is dropped. It sets
+// X-Forwarded-Host to the Host the client addressed, keeps the raw escaped path (ComfyUI
 // file names carry %2F), and sends Host as the upstream's. ComfyUI's
 // loopback origin check compares Host with Origin, so an Origin that matches
 // the host the client addressed is rewritten to the upstream origin; any
@@ -87,6 +92,12 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 			pr.SetURL(o.upstream)
 			pr.SetXForwarded()
 			out := pr.Out
+			if c := middleware.InfoFrom(pr.In).Client; c.Addr.IsValid() {
+				out.Header.Set("X-Forwarded-For", c.Addr.String())
+				if c.HTTPS {
+					out.Header.Set("X-Forwarded-Proto", "https")
+				}
+			}
 			out.Header.Del("Authorization")
 			out.Header.Del("Comfy-User")
 			if q := stripQueryParam(out.URL.RawQuery, "token"); q != out.URL.RawQuery {

@@ -35,11 +35,11 @@ type Server struct {
 	probe    *upstreamProbe
 	handler  http.Handler
 	trusted  middleware.TrustedProxies
-	limiter  *middleware.Throttle // per-client failure throttle, nil when off
-	certs    *certReloader        // nil when serving plain HTTP
-	sessions *middleware.Sessions // nil when authentication is disabled
-	throttle LoginThrottle        // nil when MaxLoginAttempts is 0
-	public   *url.URL             // --public-url, nil: from Host
+	clients  middleware.ClientResolver // --trusted-proxies and --public-url
+	limiter  *middleware.Throttle      // per-client failure throttle, nil when off
+	certs    *certReloader             // nil when serving plain HTTP
+	sessions *middleware.Sessions      // nil when authentication is disabled
+	public   *url.URL                  // --public-url, nil: from Host
 	metrics  *metrics
 	// untrustedProtoSeen is set once an untrusted peer's X-Forwarded-Proto
 	// has been logged, so a busy LAN does not flood the log.
@@ -82,6 +82,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 	s.wsCtx, s.wsCancel = context.WithCancel(context.Background())
 	s.trusted, _ = middleware.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	s.public, _ = parsePublicURL(cfg.PublicURL)
+	s.clients = middleware.ClientResolver{Trusted: s.trusted, PublicURL: s.public}
 	if cfg.TLSCert != "" {
 		certs, err := newCertReloader(cfg.TLSCert, cfg.TLSKey, logger.With().Str("component", "tls").Logger())
 		if err != nil {
@@ -117,10 +118,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 				MaxFailures: cfg.MaxLoginAttempts,
 				Window:      cfg.ThrottleWindow,
 				BaseLock:    cfg.ThrottleLock,
-				Trusted:     s.trusted,
-				PublicURL:   s.public,
 			})
-			s.throttle = loginThrottle{s.limiter}
 		}
 		s.verifier = hashstore.NewVerifier(store, hashstore.VerifierOptions{
 			Workers:  cfg.BcryptWorkers,
@@ -143,7 +141,6 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			Window:      guestLoginWindow,
 			BaseLock:    guestLoginLock,
 			MaxLock:     guestLoginMaxLock,
-			Trusted:     s.trusted,
 		})
 	}
 	s.metrics.watchWebsockets(s.OpenWebsockets)
@@ -165,7 +162,7 @@ func (s *Server) routes() http.Handler {
 		RefusalInterval: s.cfg.refusalLogInterval,
 	}))
 	r.Use(middleware.CloseUnreadBody)
-	r.Use(middleware.ResolveClient(s.trusted))
+	r.Use(middleware.ResolveClient(s.clients))
 	// Every method, so that no method of these unauthenticated paths falls
 	// through to Auth and the proxy: GET and HEAD are answered, the rest
 	// get 405 from the gateway (see healthOnly).
@@ -237,6 +234,7 @@ func (s *Server) authOptions() middleware.AuthOptions {
 		PublicURL:       s.public,
 		Hashes:          s.store,
 		Verifier:        s.verifier,
+		Users:           storeUsers{s.store},
 		AcceptHashToken: s.cfg.AcceptHashToken,
 		Sessions:        s.sessions,
 		LoginPath:       loginPath,
@@ -293,8 +291,8 @@ func (s *Server) Store() *hashstore.Store { return s.store }
 // Verifier returns the bcrypt verifier, nil when authentication is disabled.
 func (s *Server) Verifier() *hashstore.Verifier { return s.verifier }
 
-// Throttle is the per-client failure throttle the login handler must consult
-// (Locked before checking a password, Failed after a wrong one); nil when
+// Throttle is the per-client failure throttle every credential check
+// consults (Locked before checking, Failed after a wrong one); nil when
 // MaxLoginAttempts is 0 or authentication is off.
 func (s *Server) Throttle() middleware.Throttler {
 	if s.limiter == nil {
@@ -303,21 +301,19 @@ func (s *Server) Throttle() middleware.Throttler {
 	return s.limiter
 }
 
-// isHTTPS decides the session cookie's Secure flag: the connection is TLS,
-// or a proxy in --trusted-proxies says so in X-Forwarded-Proto. Anyone
-// else's X-Forwarded-Proto is ignored, and said once in the log: it is
-// usually a TLS proxy that is missing from --trusted-proxies, whose users
-// would otherwise get cookies without Secure and never know why.
+// isHTTPS decides the session cookie's Secure flag from the request's
+// resolved Client: the connection is TLS, or a proxy in --trusted-proxies
+// says so in X-Forwarded-Proto. Anyone else's X-Forwarded-Proto is ignored,
+// and said once in the log: it is usually a TLS proxy that is missing from
+// --trusted-proxies, whose users would otherwise get cookies without Secure
+// and never know why.
 func (s *Server) isHTTPS(r *http.Request) bool {
-	if s.trusted.IsHTTPS(r) {
-		return true
-	}
-	if proto := r.Header.Get("X-Forwarded-Proto"); strings.Contains(strings.ToLower(proto), "https") &&
-		s.untrustedProtoSeen.CompareAndSwap(false, true) {
+	c := middleware.ClientOf(r, s.clients)
+	if c.ProtoIgnored && s.untrustedProtoSeen.CompareAndSwap(false, true) {
 		s.logger.Warn().Str("peer", r.RemoteAddr).
 			Msg("ignoring X-Forwarded-Proto: https from a peer outside --trusted-proxies, so its session cookies are not marked Secure; if it is your TLS proxy, add its address to --trusted-proxies / COMFYUI_AUTH_TRUSTED_PROXIES, or set an https --public-url")
 	}
-	return false
+	return c.HTTPS
 }
 
 // MetricsAddr is the metrics listener's address once Listen has opened it,

@@ -83,12 +83,13 @@ func (s *Server) newSessions() (*middleware.Sessions, error) {
 	return middleware.NewSessions(opts), nil
 }
 
-// credentials is SessionOptions.Credentials: the hash lines in force.
-func (s *Server) credentials() (uint64, []string) {
+// credentials is SessionOptions.Credentials: the hash lines in force and
+// their users.
+func (s *Server) credentials() (uint64, []string, []string) {
 	if snap := s.store.Snapshot(); snap != nil {
-		return snap.Generation, snap.Creds.Hashes
+		return snap.Generation, snap.Creds.Hashes, snap.Creds.Users
 	}
-	return 0, nil
+	return 0, nil, nil
 }
 
 // matchedHash returns the hash line a Match was found on, provided the
@@ -112,8 +113,8 @@ func (s *Server) handleGuestLogin(w http.ResponseWriter, r *http.Request, next s
 		http.Redirect(w, r, loginPath, http.StatusFound)
 		return
 	}
-	addr := s.trusted.ClientAddr(r)
-	if d, blocked := s.guestLimit.LockedAddr(addr); blocked {
+	client := s.client(r)
+	if d, blocked := s.guestLimit.Locked(client.SameSiteKey()); blocked {
 		secs := max(1, int((d+time.Second-1)/time.Second))
 		info.Reason = "login: too many guest logins from this client"
 		w.Header().Set("Retry-After", fmt.Sprint(secs))
@@ -126,8 +127,8 @@ func (s *Server) handleGuestLogin(w http.ResponseWriter, r *http.Request, next s
 		http.Redirect(w, r, loginPath, http.StatusFound)
 		return
 	}
-	s.guestLimit.FailedAddr(addr) // counts the login; the next one past the burst is refused
-	s.logger.Info().Str("client", addr.String()).Str("session", hex.EncodeToString(sess.ID[:4])).Msg("guest session started")
+	s.guestLimit.Failed(client.SameSiteKey()) // counts the login; the next one past the burst is refused
+	s.logger.Info().Str("client", client.Addr.String()).Str("session", hex.EncodeToString(sess.ID[:4])).Msg("guest session started")
 	http.Redirect(w, r, orRoot(next), http.StatusFound)
 }
 
