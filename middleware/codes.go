@@ -73,6 +73,25 @@ const (
 	// CodeTooManyConnections (503): the gateway's connection limit is
 	// reached; the connection was answered before its request was read.
 	CodeTooManyConnections RefusalCode = "too_many_connections"
+	// CodeQueueShare (429): the user already has --max-queued-prompts
+	// prompts pending or running in ComfyUI's queue.
+	CodeQueueShare RefusalCode = "queue_share"
+	// CodeQueueUnchecked (502): ComfyUI's queue could not be read to count
+	// the user's prompts, so the prompt was not queued.
+	CodeQueueUnchecked RefusalCode = "queue_unchecked"
+	// CodePromptUnreadable (400): a prompt the gateway must tag (queue
+	// share) is not a JSON object with an object extra_data.
+	CodePromptUnreadable RefusalCode = "prompt_unreadable"
+	// CodePromptTooLarge (413): a prompt the gateway must tag is over
+	// MaxPromptBytes.
+	CodePromptTooLarge RefusalCode = "prompt_too_large"
+	// CodeUserRegistry (502): the user could not be found in or added to
+	// ComfyUI's user registry (--comfy-multi-user), so the request was
+	// not passed on without its Comfy-User.
+	CodeUserRegistry RefusalCode = "user_registry"
+	// CodeUsersManaged (403): a client tried to create a ComfyUI user; with
+	// --comfy-multi-user the gateway alone manages the registry.
+	CodeUsersManaged RefusalCode = "users_managed"
 )
 
 // RefusalCodes lists every code, for documentation checks and clients.
@@ -83,7 +102,8 @@ var RefusalCodes = []RefusalCode{
 	CodeGuestBadRequest, CodeGuestTooLarge, CodeGuestUnchecked, CodeGuestLoginLimited,
 	CodeLoginFormTooLarge, CodeLoginFormTimeout, CodeLoginFormUnreadable,
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
-	CodeTooManyConnections,
+	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
+	CodePromptTooLarge, CodeUserRegistry, CodeUsersManaged,
 }
 
 // Refuse is the one way the gateway writes a JSON refusal:

@@ -137,6 +137,17 @@ type Config struct {
 	// 256, or MaxConns when lower (--max-conns-per-client,
 	// COMFYUI_AUTH_MAX_CONNS_PER_CLIENT).
 	MaxConnsPerClient int
+	// ComfyMultiUser binds ComfyUI's --multi-user mode to the login: each
+	// authenticated user is registered in ComfyUI's user registry under
+	// their name, and every proxied request carries that user's id in
+	// Comfy-User, whatever the client sent (--comfy-multi-user,
+	// COMFYUI_AUTH_MULTI_USER). Needs authentication.
+	ComfyMultiUser bool
+	// MaxQueuedPrompts is how many prompts one user may have pending or
+	// running in ComfyUI's queue; POST /prompt beyond it gets 429
+	// queue_share. Guests share one count. 0 is off
+	// (--max-queued-prompts, COMFYUI_AUTH_MAX_QUEUED_PROMPTS).
+	MaxQueuedPrompts int
 
 	// loginReadTimeout overrides loginReadTimeout (tests).
 	loginReadTimeout time.Duration
@@ -229,6 +240,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnsPerClient < 0 {
 		return bad("MaxConnsPerClient", "must be 0 (256, or --max-conns when lower) or more, got %d", c.MaxConnsPerClient)
+	}
+	if c.ComfyMultiUser && !c.AuthEnabled {
+		return bad("ComfyMultiUser", "needs authentication: ComfyUI's user is the one the gateway let in, and with COMFYUI_LOGIN_ENABLED=false nobody is; turn authentication on or this off")
+	}
+	if c.MaxQueuedPrompts < 0 {
+		return bad("MaxQueuedPrompts", "must be 0 (no limit) or more, got %d", c.MaxQueuedPrompts)
 	}
 	if c.MaxHeaderBytes < 4096 {
 		return bad("MaxHeaderBytes", "must be at least 4096, got %d", c.MaxHeaderBytes)

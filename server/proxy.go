@@ -30,6 +30,11 @@ type proxyOptions struct {
 	extensionScript string
 	// onError, when set, is told the status of each upstream failure.
 	onError func(status int)
+	// comfyUser, when set, is the ComfyUI user id to send as Comfy-User
+	// for a request (--comfy-multi-user).
+	comfyUser func(r *http.Request) (string, bool)
+	// onResponse, when set, sees each ComfyUI answer before it is passed on.
+	onResponse func(resp *http.Response)
 	// plainTransport sends every request through http.Transport; only
 	// benchmarks comparing the two paths set it.
 	plainTransport bool
@@ -43,8 +48,9 @@ type proxyOptions struct {
 //   - the Authorization header (our credential, or a proxy's in front);
 //   - the `token` query parameter, keeping every other parameter byte for byte;
 //   - the gateway's session cookie, keeping the client's other cookies;
-//   - any client Comfy-User header, which ComfyUI's --multi-user mode trusts
-//     blindly.
+//   - any client Comfy-User header (in any case, with '_' for '-', however
+//     often), which ComfyUI's --multi-user mode trusts blindly; with
+//     --comfy-multi-user the gateway sets its own (see bindComfyUser).
 //
 // It sets X-Forwarded-For and X-Forwarded-Proto from the request's resolved
 // Client (middleware.ResolveClient): the client's address as the throttle
@@ -99,7 +105,11 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 				}
 			}
 			out.Header.Del("Authorization")
-			out.Header.Del("Comfy-User")
+			id := ""
+			if o.comfyUser != nil {
+				id, _ = o.comfyUser(pr.In)
+			}
+			setComfyUser(out.Header, id)
 			if q := stripQueryParam(out.URL.RawQuery, "token"); q != out.URL.RawQuery {
 				out.URL.RawQuery = q
 			}
@@ -114,6 +124,9 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 		ErrorHandler:  proxyErrorHandler(o.logger, o.onError),
 		FlushInterval: 0,
 		ModifyResponse: func(resp *http.Response) error {
+			if o.onResponse != nil {
+				o.onResponse(resp)
+			}
 			switch {
 			case resp.StatusCode == http.StatusUnauthorized:
 				detectComfyUILogin(resp, o.logger, loginWarn)

@@ -68,6 +68,16 @@ type Server struct {
 
 	// conns bounds client connections, overall and per client.
 	conns *connLimiter
+
+	// comfyUsers maps users to ComfyUI user ids (--comfy-multi-user), nil
+	// when off.
+	comfyUsers *comfyRegistry
+	// queueShare is the --max-queued-prompts check, nil when off;
+	// queueKey keys its tags (derived from the session key), and
+	// queueKeyKept says whether that key survives a restart.
+	queueShare   func(http.Handler) http.Handler
+	queueKey     []byte
+	queueKeyKept bool
 }
 
 // New validates cfg, loads the credentials and builds the handler. It does
@@ -143,6 +153,7 @@ func New(cfg Config, logger zerolog.Logger) (*Server, error) {
 			MaxLock:     guestLoginMaxLock,
 		})
 	}
+	s.setUpComfyUsers()
 	s.metrics.watchWebsockets(s.OpenWebsockets)
 	s.conns = newConnLimiter(deriveConnLimits(cfg.MaxConns, cfg.MaxConnsPerClient), s.trusted, s.certs != nil,
 		logger.With().Str("component", "conns").Logger())
@@ -173,8 +184,12 @@ func (s *Server) routes() http.Handler {
 		upstream:      s.upstream,
 		stripCookies:  sessionCookieNames,
 		headerTimeout: s.cfg.UpstreamTimeout,
-		onError:       s.metrics.upstreamError,
+		onError:       s.upstreamError,
 		logger:        s.logger.With().Str("component", "proxy").Logger(),
+	}
+	if s.comfyUsers != nil {
+		po.comfyUser = comfyUserOf
+		po.onResponse = s.noteUnknownUser
 	}
 	if s.store != nil {
 		// The gateway's own pages: login, logout, guest status, and the
@@ -214,6 +229,12 @@ func (s *Server) routes() http.Handler {
 			}))
 		} else {
 			r.Use(markDisabled)
+		}
+		if s.comfyUsers != nil {
+			r.Use(s.bindComfyUser)
+		}
+		if s.queueShare != nil {
+			r.Use(s.queueShare)
 		}
 		r.Use(s.trackWebsockets)
 		r.Handle("/*", forwarded(proxy))

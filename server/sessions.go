@@ -40,6 +40,7 @@ func (s *Server) newSessions() (*middleware.Sessions, error) {
 	if source != "" {
 		s.logger.Info().Str("source", source).Msg("session signing key loaded")
 	}
+	s.queueKey, s.queueKeyKept = queueTagKey(key), source != ""
 	opts := middleware.SessionOptions{
 		Codec:           middleware.NewSessionCodec(key),
 		Lifetime:        cfg.SessionExpire,

@@ -75,7 +75,9 @@ func (q *promptQueue) infoLocked() map[string]any {
 }
 
 func (q *promptQueue) put(it *queueItem) {
-	q.startOnce.Do(func() { go q.worker() })
+	if !q.s.opts.HoldQueue {
+		q.startOnce.Do(func() { go q.worker() })
+	}
 	q.admit.Lock()
 	q.mu.Lock()
 	q.pending = append(q.pending, it)
@@ -87,6 +89,31 @@ func (q *promptQueue) put(it *queueItem) {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Advance moves a held queue (Options.HoldQueue) one step: the running
+// prompt, if any, runs to its end and lands in history, then the first
+// pending one starts running. It returns the id of the prompt now running,
+// "" when the queue is empty.
+func (s *Server) Advance() string {
+	q := &s.queue
+	q.mu.Lock()
+	it := q.running
+	q.mu.Unlock()
+	if it != nil {
+		q.execute(it)
+	}
+	q.admit.Lock()
+	q.mu.Lock()
+	id := ""
+	if len(q.pending) > 0 {
+		q.running, q.pending = q.pending[0], q.pending[1:]
+		id = q.running.id
+	}
+	q.mu.Unlock()
+	q.admit.Unlock()
+	s.queueUpdated()
+	return id
 }
 
 func toFloat(v any) float64 {

@@ -71,6 +71,19 @@ type Options struct {
 	// credentials, so behind it every request meets this wall.
 	ComfyUILogin bool
 
+	// MultiUser is ComfyUI's --multi-user: GET /users lists the registry,
+	// and the comfy-user header picks whose /userdata and /settings a
+	// request sees; an id not in the registry is "Unknown user".
+	MultiUser bool
+
+	// Users is the users.json a --multi-user start finds, in file order;
+	// nil is none (then even "default" is unknown, as in ComfyUI).
+	Users []User
+
+	// HoldQueue keeps queued prompts where they are until the test calls
+	// Advance, so that what GET /queue shows is decided by the test.
+	HoldQueue bool
+
 	// Logf, when set, receives one line per notable event (origin refusals,
 	// websocket connects). Nil is silent.
 	Logf func(format string, args ...any)
@@ -87,7 +100,7 @@ type Server struct {
 	hub   hub
 	queue promptQueue
 	files fileStore
-	user  userStore
+	users userRegistry
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -107,7 +120,7 @@ func New(opts Options) *Server {
 	s.hub.init()
 	s.queue.init(s)
 	s.files.init(s.started)
-	s.user.init()
+	s.users.init(opts.MultiUser, opts.Users)
 	s.routes = s.routeTable()
 	return s
 }

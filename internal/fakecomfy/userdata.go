@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -19,7 +18,8 @@ type userFile struct {
 	mod  time.Time
 }
 
-// userStore is ComfyUI's user directory for the single "default" user, plus
+// userStore is one user's directory under ComfyUI's user/ (the "default"
+// user's, or one per user id in --multi-user mode), plus its
 // comfy.settings.json.
 type userStore struct {
 	mu       sync.Mutex
@@ -34,12 +34,19 @@ func (u *userStore) init() {
 	u.settings = map[string]any{}
 }
 
-// UserData returns the content of a user data file by its decoded relative
-// path ("workflows/a.json") and whether it exists.
+// UserData returns the content of one of the "default" user's data files
+// by its decoded relative path ("workflows/a.json") and whether it exists.
 func (s *Server) UserData(name string) ([]byte, bool) {
-	s.user.mu.Lock()
-	defer s.user.mu.Unlock()
-	f, ok := s.user.files[name]
+	return s.UserDataOf(defaultUser, name)
+}
+
+// UserDataOf is UserData for the user directory of id (a user id in
+// --multi-user mode).
+func (s *Server) UserDataOf(id, name string) ([]byte, bool) {
+	u := s.users.dir(id)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f, ok := u.files[name]
 	return bytes.Clone(f.data), ok
 }
 
@@ -75,7 +82,11 @@ func (s *Server) handleListUserdata(w http.ResponseWriter, r *http.Request, _ pa
 		http.Error(w, "Directory not provided", http.StatusBadRequest)
 		return
 	}
-	dir, ok := userPath(dir)
+	u, ok := s.userdataUser(w, r)
+	if !ok {
+		return
+	}
+	dir, ok = userPath(dir)
 	if !ok {
 		http.Error(w, "Invalid directory", http.StatusForbidden)
 		return
@@ -84,7 +95,6 @@ func (s *Server) handleListUserdata(w http.ResponseWriter, r *http.Request, _ pa
 	fullInfo := strings.EqualFold(q.Get("full_info"), "true")
 	split := strings.EqualFold(q.Get("split"), "true")
 
-	u := &s.user
 	u.mu.Lock()
 	prefix := dir + "/"
 	if dir == "." {
@@ -128,15 +138,19 @@ func (s *Server) handleListUserdata(w http.ResponseWriter, r *http.Request, _ pa
 // file "workflows/a.json", while "workflows/a.json" unencoded never reaches
 // these handlers (GET falls to the static 404, POST and DELETE get 405).
 
-func (s *Server) handleGetUserdata(w http.ResponseWriter, _ *http.Request, p params) {
+func (s *Server) handleGetUserdata(w http.ResponseWriter, r *http.Request, p params) {
+	u, ok := s.userdataUser(w, r)
+	if !ok {
+		return
+	}
 	name, ok := userPath(p["file"])
 	if !ok {
 		w.WriteHeader(http.StatusForbidden)
 		return
 	}
-	s.user.mu.Lock()
-	f, exists := s.user.files[name]
-	s.user.mu.Unlock()
+	u.mu.Lock()
+	f, exists := u.files[name]
+	u.mu.Unlock()
 	if !exists {
 		w.WriteHeader(http.StatusNotFound)
 		return
@@ -147,6 +161,10 @@ func (s *Server) handleGetUserdata(w http.ResponseWriter, _ *http.Request, p par
 }
 
 func (s *Server) handlePostUserdata(w http.ResponseWriter, r *http.Request, p params) {
+	u, ok := s.userdataUser(w, r)
+	if !ok {
+		return
+	}
 	name, ok := userPath(p["file"])
 	if !ok {
 		w.WriteHeader(http.StatusForbidden)
@@ -156,9 +174,9 @@ func (s *Server) handlePostUserdata(w http.ResponseWriter, r *http.Request, p pa
 	overwrite := q.Get("overwrite") != "false"
 	fullInfo := strings.EqualFold(q.Get("full_info"), "true")
 
-	s.user.mu.Lock()
-	_, exists := s.user.files[name]
-	s.user.mu.Unlock()
+	u.mu.Lock()
+	_, exists := u.files[name]
+	u.mu.Unlock()
 	if !overwrite && exists {
 		http.Error(w, "File already exists", http.StatusConflict)
 		return
@@ -169,9 +187,9 @@ func (s *Server) handlePostUserdata(w http.ResponseWriter, r *http.Request, p pa
 		return
 	}
 	f := userFile{data: data, mod: time.Now()}
-	s.user.mu.Lock()
-	s.user.files[name] = f
-	s.user.mu.Unlock()
+	u.mu.Lock()
+	u.files[name] = f
+	u.mu.Unlock()
 	if fullInfo {
 		writeJSON(w, http.StatusOK, fileInfo(name, f))
 		return
@@ -179,16 +197,20 @@ func (s *Server) handlePostUserdata(w http.ResponseWriter, r *http.Request, p pa
 	writeJSON(w, http.StatusOK, name)
 }
 
-func (s *Server) handleDeleteUserdata(w http.ResponseWriter, _ *http.Request, p params) {
+func (s *Server) handleDeleteUserdata(w http.ResponseWriter, r *http.Request, p params) {
+	u, ok := s.userdataUser(w, r)
+	if !ok {
+		return
+	}
 	name, ok := userPath(p["file"])
 	if !ok {
 		w.WriteHeader(http.StatusForbidden)
 		return
 	}
-	s.user.mu.Lock()
-	_, exists := s.user.files[name]
-	delete(s.user.files, name)
-	s.user.mu.Unlock()
+	u.mu.Lock()
+	_, exists := u.files[name]
+	delete(u.files, name)
+	u.mu.Unlock()
 	if !exists {
 		w.WriteHeader(http.StatusNotFound)
 		return
@@ -198,6 +220,10 @@ func (s *Server) handleDeleteUserdata(w http.ResponseWriter, _ *http.Request, p 
 
 // handleMoveUserdata is POST /userdata/{file}/move/{dest}.
 func (s *Server) handleMoveUserdata(w http.ResponseWriter, r *http.Request, p params) {
+	u, ok := s.userdataUser(w, r)
+	if !ok {
+		return
+	}
 	src, ok1 := userPath(p["file"])
 	dst, ok2 := userPath(p["dest"])
 	if !ok1 || !ok2 {
@@ -206,7 +232,6 @@ func (s *Server) handleMoveUserdata(w http.ResponseWriter, r *http.Request, p pa
 	}
 	q := r.URL.Query()
 	overwrite := q.Get("overwrite") != "false"
-	u := &s.user
 	u.mu.Lock()
 	f, exists := u.files[src]
 	_, dstExists := u.files[dst]
@@ -230,10 +255,14 @@ func (s *Server) handleMoveUserdata(w http.ResponseWriter, r *http.Request, p pa
 	writeJSON(w, http.StatusOK, dst)
 }
 
-func (s *Server) handleGetSettings(w http.ResponseWriter, _ *http.Request, _ params) {
-	s.user.mu.Lock()
-	b, err := json.Marshal(s.user.settings)
-	s.user.mu.Unlock()
+func (s *Server) handleGetSettings(w http.ResponseWriter, r *http.Request, _ params) {
+	u, ok := s.settingsUser(w, r)
+	if !ok {
+		return
+	}
+	u.mu.Lock()
+	b, err := json.Marshal(u.settings)
+	u.mu.Unlock()
 	if err != nil {
 		serverError(w)
 		return
@@ -242,54 +271,47 @@ func (s *Server) handleGetSettings(w http.ResponseWriter, _ *http.Request, _ par
 	_, _ = w.Write(b)
 }
 
-func (s *Server) handleGetSetting(w http.ResponseWriter, _ *http.Request, p params) {
-	s.user.mu.Lock()
-	v := s.user.settings[p["id"]]
-	s.user.mu.Unlock()
+func (s *Server) handleGetSetting(w http.ResponseWriter, r *http.Request, p params) {
+	u, ok := s.settingsUser(w, r)
+	if !ok {
+		return
+	}
+	u.mu.Lock()
+	v := u.settings[p["id"]]
+	u.mu.Unlock()
 	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) handlePostSettings(w http.ResponseWriter, r *http.Request, _ params) {
+	u, ok := s.settingsUser(w, r)
+	if !ok {
+		return
+	}
 	var body map[string]any
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		serverError(w)
 		return
 	}
-	s.user.mu.Lock()
+	u.mu.Lock()
 	for k, v := range body {
-		s.user.settings[k] = v
+		u.settings[k] = v
 	}
-	s.user.mu.Unlock()
+	u.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 }
 
 func (s *Server) handlePostSetting(w http.ResponseWriter, r *http.Request, p params) {
+	u, ok := s.settingsUser(w, r)
+	if !ok {
+		return
+	}
 	var v any
 	if err := json.NewDecoder(r.Body).Decode(&v); err != nil {
 		serverError(w)
 		return
 	}
-	s.user.mu.Lock()
-	s.user.settings[p["id"]] = v
-	s.user.mu.Unlock()
+	u.mu.Lock()
+	u.settings[p["id"]] = v
+	u.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
-}
-
-func (s *Server) handleGetUsers(w http.ResponseWriter, _ *http.Request, _ params) {
-	writeJSON(w, http.StatusOK, map[string]any{"storage": "server", "migrated": true})
-}
-
-// unsafeUserChars is add_user's re.sub pattern for turning a name into an id.
-var unsafeUserChars = regexp.MustCompile(`[^a-zA-Z0-9-_]+`)
-
-func (s *Server) handlePostUsers(w http.ResponseWriter, r *http.Request, _ params) {
-	var body struct {
-		Username string `json:"username"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || strings.TrimSpace(body.Username) == "" {
-		serverError(w)
-		return
-	}
-	id := unsafeUserChars.ReplaceAllString(strings.TrimSpace(body.Username), "-")
-	writeJSON(w, http.StatusOK, id+"_"+newUUID())
 }

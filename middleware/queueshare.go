@@ -1,0 +1,317 @@
+package middleware
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// MaxPromptBytes bounds a POST /prompt body the queue share reads whole to
+// tag it. ComfyUI prompts with their layout are a few MB at most.
+const MaxPromptBytes = 32 << 20
+
+// QueueTagKey is the extra_data key under which the gateway tags each
+// prompt with its user: {"user": NAME, "mac": HMAC}. ComfyUI keeps
+// extra_data with the prompt in its queue and history, so the queue says
+// who queued what; the MAC lets the gateway count only the tags it wrote.
+const QueueTagKey = "comfyui_auth"
+
+// QueueShareOptions configures QueueShare.
+type QueueShareOptions struct {
+	// Max is how many prompts one user may have pending or running.
+	Max int
+	// Key keys the tags' HMAC. It must outlive the gateway's process for
+	// prompts queued before a restart to count after it.
+	Key []byte
+	// Queue returns ComfyUI's GET /queue answer.
+	Queue func(ctx context.Context) ([]byte, error)
+	// QueueFailed answers a prompt whose user's count could not be made:
+	// Queue failed, or its answer is not ComfyUI's queue.
+	QueueFailed func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// QueueShare bounds each user's prompts in ComfyUI's queue: a POST /prompt
+// (or /api/prompt) whose user already has Max prompts pending or running
+// is refused 429 queue_share; other users are unaffected. The user is
+// Info.User, so every guest counts as the one user "guest".
+//
+// Every prompt it passes on is tagged: extra_data[QueueTagKey] becomes
+// {"user", "mac"}, the MAC binding the user to the prompt's prompt_id
+// (the client's, or a new UUID set in the body), replacing whatever the
+// client put there. The count is read from ComfyUI's GET /queue (running
+// and pending), counting the prompt ids whose tag verifies: a client can
+// neither forge a tag against another user nor strip its own, and the
+// count needs no memory of the gateway's own, so it holds across a
+// gateway restart as long as Key does.
+//
+// One user's prompts are checked one at a time, from the count until
+// ComfyUI has answered the POST, so that simultaneous prompts cannot all
+// pass on the same count. The body is read whole, up to MaxPromptBytes
+// (413 prompt_too_large beyond), must be a JSON object whose extra_data,
+// if any, is an object (400 prompt_unreadable otherwise), and goes on as
+// the gateway's own UTF-8 `application/json`, so that ComfyUI reads the
+// keys the gateway wrote.
+func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
+	locks := &userLocks{held: map[string]*userLock{}}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.EqualFold(r.Method, http.MethodPost) || (r.URL.Path != "/prompt" && r.URL.Path != "/api/prompt") {
+				next.ServeHTTP(w, r)
+				return
+			}
+			info := InfoFrom(r)
+			user := info.User
+			body, err := io.ReadAll(io.LimitReader(r.Body, MaxPromptBytes+1))
+			if err != nil {
+				info.Reason = "prompt unreadable: " + err.Error()
+				Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.", "the prompt could not be read: "+err.Error())
+				return
+			}
+			if len(body) > MaxPromptBytes {
+				Refuse(w, r, http.StatusRequestEntityTooLarge, CodePromptTooLarge, "The prompt is too large.",
+					fmt.Sprintf("a prompt may be %d MiB at most while the gateway counts queued prompts (--max-queued-prompts)", MaxPromptBytes>>20))
+				return
+			}
+			out, err := TagPrompt(body, o.Key, user)
+			if err != nil {
+				info.Reason = "prompt unreadable: " + err.Error()
+				Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.",
+					"the prompt must be a JSON object, with extra_data an object if present: "+err.Error())
+				return
+			}
+			unlock, ok := locks.lock(r.Context(), user)
+			if !ok {
+				info.Reason = "client closed the request"
+				w.WriteHeader(499)
+				return
+			}
+			defer unlock()
+			raw, err := o.Queue(r.Context())
+			if err != nil {
+				o.QueueFailed(w, r, err)
+				return
+			}
+			counts, err := CountQueued(raw, o.Key)
+			if err != nil {
+				o.QueueFailed(w, r, fmt.Errorf("GET /queue is not ComfyUI's queue: %w", err))
+				return
+			}
+			if n := counts[user]; n >= o.Max {
+				info.Reason = fmt.Sprintf("queue share: %d of %d", n, o.Max)
+				w.Header().Set("Retry-After", "10")
+				Refuse(w, r, http.StatusTooManyRequests, CodeQueueShare, "Too many queued prompts.",
+					fmt.Sprintf("%s already has %d prompts pending or running in ComfyUI's queue, the most each user may have (--max-queued-prompts); queue this one when one of them has finished, or cancel one", whose(user), n))
+				return
+			}
+			r2 := r.Clone(r.Context())
+			r2.Body = io.NopCloser(bytes.NewReader(out))
+			r2.ContentLength = int64(len(out))
+			r2.Header.Set("Content-Length", strconv.Itoa(len(out)))
+			// ComfyUI decodes with the charset the headers name; the body
+			// is now the gateway's own UTF-8 JSON, and is labelled so.
+			r2.Header.Set("Content-Type", "application/json")
+			r2.Header.Del("Content-Encoding")
+			r2.Header.Del("Transfer-Encoding")
+			r2.TransferEncoding = nil
+			next.ServeHTTP(w, r2)
+		})
+	}
+}
+
+func whose(user string) string {
+	switch user {
+	case UserGuest:
+		return "guests together"
+	case "":
+		return "this gateway's one user"
+	}
+	return "user " + strconv.Quote(user)
+}
+
+// queueMAC is the tag of user's prompt promptID: HMAC-SHA256 over a fixed
+// label, the user and the prompt id, NUL-separated (a user name has no
+// NUL), 128 bits in hex.
+func queueMAC(key []byte, user, promptID string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("comfyui-auth queue share\x00"))
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write([]byte(promptID))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// queueTag is the value of extra_data[QueueTagKey].
+type queueTag struct {
+	User string `json:"user"`
+	MAC  string `json:"mac"`
+}
+
+// TagPrompt returns a POST /prompt body with the queue tag of user: the
+// last prompt_id, if a non-empty string, is kept (ComfyUI reads the last
+// of duplicate keys), else a new UUID is set; extra_data loses every
+// client QueueTagKey and gets the gateway's. Other members keep their
+// bytes and order.
+func TagPrompt(body, key []byte, user string) ([]byte, error) {
+	ms, err := readObject(body)
+	if err != nil {
+		return nil, err
+	}
+	promptID := ""
+	var extra json.RawMessage
+	kept := ms[:0]
+	for _, m := range ms {
+		switch m.key {
+		case "prompt_id":
+			promptID = ""
+			_ = json.Unmarshal(m.val, &promptID)
+		case "extra_data":
+			extra = m.val
+		default:
+			kept = append(kept, m)
+		}
+	}
+	if promptID == "" {
+		promptID = newPromptID()
+	}
+	var em []member
+	if s := strings.TrimSpace(string(extra)); s != "" && s != "null" {
+		if em, err = readObject(extra); err != nil {
+			return nil, fmt.Errorf("extra_data: %w", err)
+		}
+	}
+	ekept := em[:0]
+	for _, m := range em {
+		if m.key != QueueTagKey {
+			ekept = append(ekept, m)
+		}
+	}
+	tag, _ := json.Marshal(queueTag{User: user, MAC: queueMAC(key, user, promptID)})
+	pid, _ := json.Marshal(promptID)
+	kept = append(kept, member{"prompt_id", pid}, member{"extra_data", writeObject(append(ekept, member{QueueTagKey, tag}))})
+	return writeObject(kept), nil
+}
+
+// newPromptID is a UUID4, the form ComfyUI gives prompt ids.
+func newPromptID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// CountQueued reads ComfyUI's GET /queue answer and returns, per user, how
+// many distinct prompt ids in queue_running and queue_pending carry a tag
+// that verifies under key. Untagged items and forged tags count for no one.
+// An answer without both lists is an error.
+func CountQueued(raw, key []byte) (map[string]int, error) {
+	ms, err := readObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	type owned struct{ user, id string }
+	seen := map[owned]bool{}
+	lists := 0
+	for _, m := range ms {
+		if m.key != "queue_running" && m.key != "queue_pending" {
+			continue
+		}
+		lists++
+		var items []json.RawMessage
+		if err := json.Unmarshal(m.val, &items); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.key, err)
+		}
+		for _, item := range items {
+			if user, id, ok := taggedItem(item, key); ok {
+				seen[owned{user, id}] = true
+			}
+		}
+	}
+	if lists < 2 {
+		return nil, errors.New("queue_running or queue_pending is missing")
+	}
+	counts := map[string]int{}
+	for o := range seen {
+		counts[o.user]++
+	}
+	return counts, nil
+}
+
+// taggedItem reads one (number, prompt_id, prompt, extra_data, outputs)
+// tuple and returns its user when its tag verifies.
+func taggedItem(raw json.RawMessage, key []byte) (user, promptID string, ok bool) {
+	var tuple []json.RawMessage
+	if json.Unmarshal(raw, &tuple) != nil || len(tuple) < 4 {
+		return "", "", false
+	}
+	if json.Unmarshal(tuple[1], &promptID) != nil {
+		return "", "", false
+	}
+	extra, err := readObject(tuple[3])
+	if err != nil {
+		return "", "", false
+	}
+	var tag queueTag
+	found := false
+	for _, m := range extra {
+		if m.key == QueueTagKey {
+			found = json.Unmarshal(m.val, &tag) == nil
+		}
+	}
+	if !found || !hmac.Equal([]byte(tag.MAC), []byte(queueMAC(key, tag.User, promptID))) {
+		return "", "", false
+	}
+	return tag.User, promptID, true
+}
+
+// userLocks serialises each user's prompts, one lock per user held only
+// while in use.
+type userLocks struct {
+	mu   sync.Mutex
+	held map[string]*userLock
+}
+
+type userLock struct {
+	ch   chan struct{}
+	refs int
+}
+
+// lock waits for user's turn, or until ctx ends (ok false).
+func (l *userLocks) lock(ctx context.Context, user string) (unlock func(), ok bool) {
+	l.mu.Lock()
+	ul := l.held[user]
+	if ul == nil {
+		ul = &userLock{ch: make(chan struct{}, 1)}
+		l.held[user] = ul
+	}
+	ul.refs++
+	l.mu.Unlock()
+	release := func() {
+		l.mu.Lock()
+		if ul.refs--; ul.refs == 0 {
+			delete(l.held, user)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case ul.ch <- struct{}{}:
+		return func() { <-ul.ch; release() }, true
+	case <-ctx.Done():
+		release()
+		return nil, false
+	}
+}

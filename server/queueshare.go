@@ -1,0 +1,118 @@
+package server
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/comfyui-auth/comfyui-auth/middleware"
+)
+
+// maxQueueAnswerBytes bounds the GET /queue answer the queue share reads to
+// count a user's prompts; ComfyUI's answer holds every queued prompt whole.
+const maxQueueAnswerBytes = 64 << 20
+
+// queueTagKey derives the queue share's tag key from the session key, so
+// it lasts exactly as long as sessions do.
+func queueTagKey(sessionKey []byte) []byte {
+	m := hmac.New(sha256.New, sessionKey)
+	m.Write([]byte("comfyui-auth queue share tag key"))
+	return m.Sum(nil)
+}
+
+// setUpComfyUsers builds --comfy-multi-user's registry and the
+// --max-queued-prompts check; New calls it once the session key is known.
+func (s *Server) setUpComfyUsers() {
+	if !s.cfg.ComfyMultiUser && s.cfg.MaxQueuedPrompts == 0 {
+		return
+	}
+	client := newUpstreamClient(s.cfg.UpstreamTimeout)
+	if s.cfg.ComfyMultiUser {
+		s.comfyUsers = newComfyRegistry(s.upstream, client, s.logger.With().Str("component", "comfy-users").Logger())
+		s.logger.Info().Msg("--comfy-multi-user: each user gets their own ComfyUI user, and the gateway sets Comfy-User on every request; ComfyUI must run with --multi-user")
+	}
+	if s.cfg.MaxQueuedPrompts == 0 {
+		return
+	}
+	if s.queueKey == nil {
+		s.queueKey = make([]byte, 32)
+		if _, err := rand.Read(s.queueKey); err != nil {
+			panic("crypto/rand failed: " + err.Error())
+		}
+	}
+	if !s.queueKeyKept {
+		s.logger.Warn().Msg("--max-queued-prompts: the gateway's session key changes at each restart (no SECRET_KEY, --secret-key-file or --state-dir), so prompts queued before a restart are not counted after it")
+	}
+	queueURL := *s.upstream
+	queueURL.Path = "/queue"
+	s.queueShare = middleware.QueueShare(middleware.QueueShareOptions{
+		Max: s.cfg.MaxQueuedPrompts,
+		Key: s.queueKey,
+		Queue: func(ctx context.Context) ([]byte, error) {
+			return readQueue(ctx, client, &queueURL)
+		},
+		QueueFailed: s.queueFailed,
+	})
+}
+
+// readQueue is GET /queue, read whole up to maxQueueAnswerBytes.
+func readQueue(ctx context.Context, client *http.Client, u *url.URL) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, upstreamCallError(err, "to count the prompts in its queue")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /queue answered %d", resp.StatusCode)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxQueueAnswerBytes+1))
+	if err != nil {
+		return nil, upstreamCallError(err, "to count the prompts in its queue")
+	}
+	if len(b) > maxQueueAnswerBytes {
+		return nil, fmt.Errorf("GET /queue is over %d MiB", maxQueueAnswerBytes>>20)
+	}
+	return b, nil
+}
+
+// queueFailed refuses a prompt whose user's prompts could not be counted:
+// ComfyUI down or slow as the proxy says it, else 502 queue_unchecked.
+func (s *Server) queueFailed(w http.ResponseWriter, r *http.Request, err error) {
+	info := middleware.InfoFrom(r)
+	if r.Context().Err() != nil {
+		info.Reason = "client closed the request"
+		w.WriteHeader(499)
+		return
+	}
+	w.Header().Set("Retry-After", "5")
+	var re *registryError
+	if errors.As(err, &re) {
+		info.Reason = "queue share: " + re.reason
+		middleware.Refuse(w, r, re.status, re.code, "The queue could not be checked.", re.reason+" The prompt was not queued.")
+		return
+	}
+	info.Reason = "queue share: " + err.Error()
+	s.logger.Warn().Err(err).Msg("ComfyUI's queue could not be read to count a user's prompts")
+	middleware.Refuse(w, r, http.StatusBadGateway, middleware.CodeQueueUnchecked, "The queue could not be checked.",
+		"ComfyUI's queue could not be read to count this user's prompts ("+err.Error()+"); the prompt was not queued; retry, and check ComfyUI's log")
+}
+
+// upstreamError is the proxy's report of a failed request: counted, and
+// with --comfy-multi-user a sign ComfyUI may be restarting, so the next
+// request reads its user registry again.
+func (s *Server) upstreamError(status int) {
+	s.metrics.upstreamError(status)
+	if s.comfyUsers != nil {
+		s.comfyUsers.forget()
+	}
+}
