@@ -371,7 +371,16 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
 		return 1
 	}
+	unlock, err := lockCredentialDir(*hashFile, stderr, fs.Name())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		if rerr := restoreEnvFile(*envFile, oldEnv, envExisted); rerr != nil {
+			fmt.Fprintf(stderr, "%s: putting the token file back failed too: %v; %s\n", fs.Name(), rerr, envFixHint(*envFile, envExisted))
+		}
+		return 1
+	}
 	creds, err := hashstore.AppendHash(*hashFile, hash)
+	unlock()
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		if rerr := restoreEnvFile(*envFile, oldEnv, envExisted); rerr != nil {
@@ -458,6 +467,12 @@ func progressEvery(d time.Duration) time.Duration {
 }
 
 func retire(hashFile string, stdout, stderr io.Writer) int {
+	unlock, err := lockCredentialDir(hashFile, stderr, "comfyui-auth token rotate")
+	if err != nil {
+		fmt.Fprintf(stderr, "comfyui-auth token rotate: %v\n", err)
+		return 1
+	}
+	defer unlock()
 	removed, kept, err := hashstore.RetireOld(hashFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "comfyui-auth token rotate: %v\n", err)

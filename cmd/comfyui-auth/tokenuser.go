@@ -171,6 +171,16 @@ func runUserGenerate(names []string, o userOpts, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
+	if err := mkdirPrivate(filepath.Dir(o.hashFile)); err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", o.cmd, err)
+		return 1
+	}
+	unlock, err := lockCredentialDir(o.hashFile, stderr, o.cmd)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", o.cmd, err)
+		return 1
+	}
+	defer unlock()
 	_, statErr := os.Stat(o.hashFile)
 	created := errors.Is(statErr, fs.ErrNotExist)
 	if !created {
@@ -204,11 +214,9 @@ func runUserGenerate(names []string, o userOpts, stdout, stderr io.Writer) int {
 		}
 		saved = append(saved, s)
 	}
-	for _, d := range []string{filepath.Dir(o.hashFile), filepath.Dir(o.tokenFile("x"))} {
-		if err := mkdirPrivate(d); err != nil {
-			fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", o.cmd, err)
-			return 1
-		}
+	if err := mkdirPrivate(filepath.Dir(o.tokenFile("x"))); err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", o.cmd, err)
+		return 1
 	}
 
 	adds := make([]hashstore.UserHash, 0, len(names))
@@ -246,8 +254,10 @@ func runUserGenerate(names []string, o userOpts, stdout, stderr io.Writer) int {
 	if len(adds) == 1 {
 		a := adds[0]
 		fmt.Fprintf(stdout, "user %s: %s %s (mode %04o, line fingerprint %s) in place; %s\n", a.Name, verb, o.hashFile, m, hashstore.Fingerprint(a.Hash), reloadNote)
+	} else if created {
+		fmt.Fprintf(stdout, "%d users: created %s (mode %04o) with a line each\n", len(adds), o.hashFile, m)
 	} else {
-		fmt.Fprintf(stdout, "%d users: %s %s (mode %04o) in one in-place write; %s\n", len(adds), verb, o.hashFile, m, reloadNote)
+		fmt.Fprintf(stdout, "%d users: added to %s (mode %04o) in one in-place write; %s\n", len(adds), o.hashFile, m, reloadNote)
 	}
 	if m&0o077 != 0 {
 		fmt.Fprintf(stdout, "  note: its mode %04o lets other users of this machine read the hashes: chmod 600 %s unless another user must read it\n", m, shellQuote(o.hashFile))
@@ -283,6 +293,21 @@ func runUserRotate(ctx context.Context, name string, o userOpts, keepOld bool, k
 		fmt.Fprintf(stderr, "%s: --user %q: %v\n", o.cmd, name, err)
 		return 2
 	}
+	if code := rotateUser(name, o, keepOld, stdout, stderr); code != 0 || !keepOld {
+		return code
+	}
+	retireCmd := fmt.Sprintf("comfyui-auth token rotate --retire-old --user %s --hash-file %s", name, shellQuote(o.hashFile))
+	return keepFor(ctx, retireCmd, func() int { return retireUser(name, o, stdout, stderr) })
+}
+
+// rotateUser is the first step of runUserRotate, under the edit lock.
+func rotateUser(name string, o userOpts, keepOld bool, stdout, stderr io.Writer) int {
+	unlock, err := lockCredentialDir(o.hashFile, stderr, o.cmd)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", o.cmd, err)
+		return 1
+	}
+	defer unlock()
 	tokenFile := o.tokenFile(name)
 	saved, err := saveForRollback(tokenFile)
 	if err != nil {
@@ -328,9 +353,8 @@ func runUserRotate(ctx context.Context, name string, o userOpts, keepOld bool, k
 	fmt.Fprintf(stdout, "new client token: %s (mode 0600, `%s:<secret>`); hand it to %s:\n  curl -H \"Authorization: Bearer $(cat %s)\" http://localhost:8188/system_stats\n", tokenFile, name, name, shellQuote(tokenFile))
 	if !keepOld {
 		fmt.Fprintf(stdout, "once %s uses the new token, remove the old one: %s\n", name, retireCmd)
-		return 0
 	}
-	return keepFor(ctx, retireCmd, func() int { return retireUser(name, o, stdout, stderr) })
+	return 0
 }
 
 // retireUser removes every line of the user but the newest.
@@ -339,6 +363,12 @@ func retireUser(name string, o userOpts, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: --user %q: %v\n", o.cmd, name, err)
 		return 2
 	}
+	unlock, err := lockCredentialDir(o.hashFile, stderr, o.cmd)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", o.cmd, err)
+		return 1
+	}
+	defer unlock()
 	removed, kept, err := hashstore.RetireUserOld(o.hashFile, name)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", o.cmd, err)
@@ -371,6 +401,12 @@ func runTokenRevoke(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	o := userOpts{cmd: fs.Name(), hashFile: *hashFile, tokensDir: *tokensDir}
+	unlock, err := lockCredentialDir(*hashFile, stderr, fs.Name())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
+		return 1
+	}
+	defer unlock()
 	removed, err := hashstore.RemoveUser(*hashFile, *user)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -461,5 +462,34 @@ func TestRevokedUserIsRefusedByTheRunningGateway(t *testing.T) {
 	until("alice's old token after --retire-old", alice, 401)
 	if got := status(newAlice); got != 200 {
 		t.Fatalf("alice's new token after --retire-old: %d", got)
+	}
+}
+
+// TestConcurrentUserCommandsAllLand: generate commands started at once on
+// one credential file (a loop with `&`) take turns: every user is in the
+// file afterwards, none lost to another command's rewrite.
+func TestConcurrentUserCommandsAllLand(t *testing.T) {
+	hashFile := filepath.Join(t.TempDir(), "class.token")
+	const n = 12
+	codes := make(chan string, n)
+	for i := range n {
+		go func() {
+			var out, errb bytes.Buffer
+			name := fmt.Sprintf("s%02d", i)
+			code := runToken([]string{"generate", "--user", name, "--hash-file", hashFile, "--cost", "4"}, strings.NewReader(""), &out, &errb)
+			codes <- fmt.Sprintf("%s exit %d %s", name, code, errb.String())
+		}()
+	}
+	for range n {
+		if c := <-codes; !strings.Contains(c, "exit 0") {
+			t.Error(c)
+		}
+	}
+	creds, err := hashstore.ReadFile(hashFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(creds.Users) != n {
+		t.Fatalf("%d of %d users are in the file: %v", len(creds.Users), n, creds.Users)
 	}
 }

@@ -5,7 +5,11 @@ python3-requests only; docker/realcomfy/multiuser starts everything.
 
 usage: multiuser.py --base URL --tokens DIR --user-dir DIR --release HOST_PATH
                     --release-in-comfy PATH --cli BIN --hash-file FILE
-                    --gateway-log FILE --reload SECONDS
+                    --gateway-log FILE --gateway-pid FILE --reload SECONDS
+                    -- GATEWAY COMMAND...
+
+It starts the gateway itself (GATEWAY COMMAND, output appended to
+--gateway-log, its pid in --gateway-pid), so that it can restart it.
 
 Checks, each printed as PASS or FAIL:
   - alice and bob (made with `token generate --user`) get in with their
@@ -16,7 +20,9 @@ Checks, each printed as PASS or FAIL:
   - the queue share: while alice's prompt is running (a HoldUntilFile node
     that waits for a file the test creates), her next POST /prompt and
     /api/prompt get 429 with code queue_share, and bob still queues; once
-    the hold is released, alice queues again;
+    the hold is released, alice queues again; a gateway restart while her
+    prompt is queued does not reset her count (the gateway's --state-dir
+    keeps the key of its tags);
   - `token revoke --user bob` shuts bob's token and his login session out
     within the reload time, and alice stays in;
   - the gateway's access log names the users and holds no secret.
@@ -27,6 +33,7 @@ import argparse
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,13 +93,64 @@ def quick_prompt(tag):
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "multiuser-" + tag}}}
 
 
+class Gateway:
+    """The gateway process, started and restarted by the test."""
+
+    def __init__(self, cmd, log, pidfile, base):
+        self.cmd, self.log, self.pidfile, self.base, self.p = cmd, log, pidfile, base, None
+
+    def start(self):
+        with open(self.log, "a") as out:
+            self.p = subprocess.Popen(self.cmd, stdout=out, stderr=out, start_new_session=True)
+        with open(self.pidfile, "w") as f:
+            f.write(str(self.p.pid))
+
+        def up():
+            if self.p.poll() is not None:
+                return "exited"
+            try:
+                return requests.get(self.base + "/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+        ok, took = wait_until("the gateway answers", up, 30)
+        return ok is True, took
+
+    def stop(self):
+        if self.p and self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+
+
 def main():
     p = argparse.ArgumentParser()
-    for a in ("--base", "--tokens", "--user-dir", "--release", "--release-in-comfy", "--cli", "--hash-file", "--gateway-log"):
+    for a in ("--base", "--tokens", "--user-dir", "--release", "--release-in-comfy", "--cli", "--hash-file",
+              "--gateway-log", "--gateway-pid"):
         p.add_argument(a, required=True)
     p.add_argument("--reload", type=float, required=True)
+    p.add_argument("gateway", nargs="+")
     args = p.parse_args()
     base = args.base.rstrip("/")
+    gw = Gateway(args.gateway, args.gateway_log, args.gateway_pid, base)
+    try:
+        ok, took = gw.start()
+        if not check("the gateway starts with --comfy-multi-user --max-queued-prompts 1", ok, f"after {took:.1f} s"):
+            with open(args.gateway_log) as f:
+                print(f.read()[-2000:])
+            sys.exit(1)
+        run(args, base, gw)
+    finally:
+        gw.stop()
+    failed = [n for n, ok in results if not ok]
+    print(f"multiuser: {len(results) - len(failed)} passed, {len(failed)} failed" + (": " + "; ".join(failed) if failed else ""),
+          flush=True)
+    sys.exit(1 if failed else 0)
+
+
+def run(args, base, gw):
 
     tok = {}
     for n in ("alice", "bob"):
@@ -181,6 +239,12 @@ def main():
     r = bob.post("/prompt", json={"prompt": quick_prompt("bob-2")})
     check("bob's second prompt while his first is pending: 429 queue_share",
           r.status_code == 429 and refusal_code(r) == "queue_share", f"{r.status_code} {r.text[:200]}")
+    gw.stop()
+    ok, took = gw.start()
+    check("the gateway restarts while alice's prompt runs", ok and running(), f"after {took:.1f} s")
+    r = alice.post("/prompt", json={"prompt": quick_prompt("alice-after-restart")})
+    check("after the restart, alice's next prompt: still 429 queue_share",
+          r.status_code == 429 and refusal_code(r) == "queue_share", f"{r.status_code} {r.text[:200]}")
     open(args.release, "w").close()
 
     def done(pid):
@@ -242,11 +306,6 @@ def main():
     check('the access log names alice and bob in "user"', {"alice", "bob"} <= users, f"users seen: {sorted(users)}")
     secrets = [t.split(":", 1)[1] for t in tok.values()]
     check("the gateway log holds no token", not any(x in log for x in secrets))
-
-    failed = [n for n, ok in results if not ok]
-    print(f"multiuser: {len(results) - len(failed)} passed, {len(failed)} failed" + (": " + "; ".join(failed) if failed else ""),
-          flush=True)
-    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
