@@ -184,6 +184,17 @@ func userAt(c Credentials, i int) string {
 	return ""
 }
 
+// caseTwin returns the user of c whose name differs from name in letter
+// case only, "" if none.
+func caseTwin(c Credentials, name string) string {
+	for _, u := range c.Users {
+		if u != name && strings.EqualFold(u, name) {
+			return u
+		}
+	}
+	return ""
+}
+
 // userList names a file's users for a sentence: all of them up to 10, then
 // how many more.
 func userList(c Credentials) string {
@@ -202,27 +213,43 @@ func userList(c Credentials) string {
 	return "its users: " + strings.Join(names, ", ")
 }
 
-// checkedEdit parses the edited bytes and proves the edit touched only the
-// lines of the users in touched: every other line (bare or named) is still
-// there, in order, and each touched user now has exactly want[user]. Only
-// then is the file rewritten in place.
-func checkedEdit(path string, before Credentials, out []byte, want map[string][]string) (Credentials, error) {
-	touched := make([]string, 0, len(want))
-	for u := range want {
+// edit is a planned change of a credential file: its new bytes, and what
+// each touched user's lines must be afterwards.
+type edit struct {
+	out  []byte
+	want map[string][]string
+}
+
+// verify parses the edited bytes and proves the edit touched only the
+// lines of the users in e.want: every other line (bare or named) is still
+// there, in order, the username line too, and each touched user now has
+// exactly want[user].
+func (e edit) verify(path string, before Credentials) (Credentials, error) {
+	touched := make([]string, 0, len(e.want))
+	for u := range e.want {
 		touched = append(touched, u)
 	}
-	after, err := Parse(out)
+	after, err := Parse(e.out)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("credential file %s would not be valid after the edit, so it is left untouched: %w", path, err)
 	}
 	ok := slices.Equal(pairsExcept(before, touched...), pairsExcept(after, touched...)) && after.Username == before.Username
-	for u, w := range want {
+	for u, w := range e.want {
 		ok = ok && slices.Equal(hashesOf(after, u), w)
 	}
 	if !ok {
 		return Credentials{}, fmt.Errorf("credential file %s would not read back as intended after the edit (a line the tool cannot classify?), so it is left untouched; edit it by hand and check it with `comfyui-auth token check`", path)
 	}
-	if err := WriteInPlace(path, out); err != nil {
+	return after, nil
+}
+
+// apply verifies e, and only then rewrites the file in place.
+func (e edit) apply(path string, before Credentials) (Credentials, error) {
+	after, err := e.verify(path, before)
+	if err != nil {
+		return Credentials{}, err
+	}
+	if err := WriteInPlace(path, e.out); err != nil {
 		return Credentials{}, err
 	}
 	return after, nil
@@ -265,8 +292,10 @@ func AddUsers(path string, add []UserHash, replace bool) (Credentials, error) {
 		if _, perr := checkHash(1, a.Hash); perr != nil {
 			return Credentials{}, fmt.Errorf("refusing to add user %s to %s: the new hash is not valid: %w", a.Name, path, perr)
 		}
-		if _, dup := want[a.Name]; dup {
-			return Credentials{}, fmt.Errorf("user %s is named twice: each user gets one new line; nothing was changed", a.Name)
+		for n := range want {
+			if strings.EqualFold(n, a.Name) {
+				return Credentials{}, fmt.Errorf("users %s and %s are named twice, or differ only in letter case, which ComfyUI and people would take for one user; nothing was changed", n, a.Name)
+			}
 		}
 		want[a.Name] = []string{a.Hash}
 	}
@@ -295,10 +324,19 @@ func AddUsers(path string, add []UserHash, replace bool) (Credentials, error) {
 		if len(hashesOf(before, a.Name)) > 0 {
 			existing = append(existing, a.Name)
 		}
+		if u := caseTwin(before, a.Name); u != "" {
+			return Credentials{}, fmt.Errorf("user %s differs from user %s of %s only in letter case, which ComfyUI and people would take for one user; nothing was changed: pick another name, or use %s", a.Name, u, path, u)
+		}
 	}
 	if len(existing) > 0 && !replace {
 		return Credentials{}, &UserExistsError{Path: path, Names: existing}
 	}
+	return planAdd(data, add, want).apply(path, before)
+}
+
+// planAdd gives each user of add the one line want[name]: at the place of
+// the user's first line (the others dropped), or at the end of the file.
+func planAdd(data []byte, add []UserHash, want map[string][]string) edit {
 	placed := map[string]bool{}
 	var b strings.Builder
 	for _, raw := range lines(data) {
@@ -319,7 +357,7 @@ func AddUsers(path string, add []UserHash, replace bool) (Credentials, error) {
 			out = endLine(out) + a.Name + ":" + a.Hash + "\n"
 		}
 	}
-	return checkedEdit(path, before, []byte(out), want)
+	return edit{[]byte(out), want}
 }
 
 // UserExistsError is AddUsers refusing users who already have lines.
@@ -358,18 +396,21 @@ func AppendUserHash(path, name, hash string) (Credentials, error) {
 	if slices.Contains(before.Hashes, hash) {
 		return Credentials{}, fmt.Errorf("credential file %s already holds this hash (fingerprint %s): nothing to append", path, Fingerprint(hash))
 	}
+	return planAppend(data, name, hash, old).apply(path, before)
+}
+
+// planAppend puts `name:hash` right after the last line of name, whose
+// lines are old.
+func planAppend(data []byte, name, hash string, old []string) edit {
 	ls := lines(data)
-	last := -1
+	last := len(ls) - 1 // if the tool cannot find the user's lines, verify refuses
 	for i, raw := range ls {
 		if n, isHash := hashLineOwner(raw); isHash && n == name {
 			last = i
 		}
 	}
-	if last < 0 {
-		return Credentials{}, fmt.Errorf("credential file %s: user %s's lines are not in the form `%s:<hash>`, so it is left untouched; edit it by hand", path, name, name)
-	}
 	out := endLine(strings.Join(ls[:last+1], "")) + name + ":" + hash + "\n" + strings.Join(ls[last+1:], "")
-	return checkedEdit(path, before, []byte(out), map[string][]string{name: append(old, hash)})
+	return edit{[]byte(out), map[string][]string{name: append(slices.Clone(old), hash)}}
 }
 
 // RetireUserOld removes every line of user name in the credential file at
@@ -397,22 +438,10 @@ func RetireUserOld(path, name string) (removed []string, kept string, err error)
 		return nil, Fingerprint(old[0]), nil
 	}
 	newest := old[len(old)-1]
-	var b strings.Builder
-	for _, raw := range lines(data) {
-		if n, isHash := hashLineOwner(raw); isHash && n == name {
-			h := strings.TrimSpace(strings.TrimPrefix(raw, "\ufeff"))
-			if name != "" {
-				_, h, _ = strings.Cut(h, ":")
-				h = strings.TrimSpace(h)
-			}
-			if h != newest {
-				removed = append(removed, Fingerprint(h))
-				continue
-			}
-		}
-		b.WriteString(raw)
+	for _, h := range old[:len(old)-1] {
+		removed = append(removed, Fingerprint(h))
 	}
-	if _, err := checkedEdit(path, before, []byte(b.String()), map[string][]string{name: {newest}}); err != nil {
+	if _, err := planRetire(data, name, newest).apply(path, before); err != nil {
 		what := "the last bare hash line"
 		if name != "" {
 			what = "the last line of " + name
@@ -420,6 +449,27 @@ func RetireUserOld(path, name string) (removed []string, kept string, err error)
 		return nil, "", fmt.Errorf("%w (keep %s)", err, what)
 	}
 	return removed, Fingerprint(newest), nil
+}
+
+// planRetire drops every line of name (bare lines for "") but the last
+// one, which holds newest. By position, not by value: a hash pasted twice
+// leaves one line.
+func planRetire(data []byte, name, newest string) edit {
+	ls := lines(data)
+	last := -1
+	for i, raw := range ls {
+		if n, isHash := hashLineOwner(raw); isHash && n == name {
+			last = i
+		}
+	}
+	var b strings.Builder
+	for i, raw := range ls {
+		if n, isHash := hashLineOwner(raw); isHash && n == name && i != last {
+			continue
+		}
+		b.WriteString(raw)
+	}
+	return edit{[]byte(b.String()), map[string][]string{name: {newest}}}
 }
 
 // ErrLastCredential is RemoveUser refusing to remove every credential of the
@@ -448,6 +498,17 @@ func RemoveUser(path, name string) (removed []string, err error) {
 		return nil, fmt.Errorf("refusing to remove user %s from %s: %w. The gateway keeps the last good credentials when the file has none, so %s would stay in until a restart, and after it nobody would get in; add another user first (`comfyui-auth token generate --user NAME`), or stop the gateway",
 			name, path, ErrLastCredential, name)
 	}
+	for _, h := range old {
+		removed = append(removed, Fingerprint(h))
+	}
+	if _, err := planRemove(data, name).apply(path, before); err != nil {
+		return nil, err
+	}
+	return removed, nil
+}
+
+// planRemove drops every line of name.
+func planRemove(data []byte, name string) edit {
 	var b strings.Builder
 	for _, raw := range lines(data) {
 		if n, isHash := hashLineOwner(raw); isHash && n == name {
@@ -455,11 +516,5 @@ func RemoveUser(path, name string) (removed []string, err error) {
 		}
 		b.WriteString(raw)
 	}
-	for _, h := range old {
-		removed = append(removed, Fingerprint(h))
-	}
-	if _, err := checkedEdit(path, before, []byte(b.String()), map[string][]string{name: nil}); err != nil {
-		return nil, err
-	}
-	return removed, nil
+	return edit{[]byte(b.String()), map[string][]string{name: nil}}
 }

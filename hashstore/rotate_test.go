@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -153,6 +154,12 @@ func TestAddUsersRefusesAnExistingUserUnlessReplace(t *testing.T) {
 	if got, _ := os.ReadFile(path); string(got) != orig {
 		t.Fatalf("a refused AddUsers changed the file:\n%q", got)
 	}
+	if _, err := AddUsers(path, []UserHash{{"Alice", a3}}, true); err == nil || !strings.Contains(err.Error(), "only in letter case") {
+		t.Fatalf("adding Alice beside alice: %v", err)
+	}
+	if _, err := AddUsers(path, []UserHash{{"zed", a3}, {"Zed", a3}}, false); err == nil || !strings.Contains(err.Error(), "letter case") {
+		t.Fatalf("adding zed and Zed: %v", err)
+	}
 	if _, err := AddUsers(path, []UserHash{{"alice", a3}}, true); err != nil {
 		t.Fatal(err)
 	}
@@ -257,4 +264,53 @@ func readString(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// FuzzUserEdits: on any credential file Parse accepts and any valid name,
+// each per-user edit the tools would make reads back through Parse exactly
+// as intended (the user's lines as planned, every other line and the
+// username line as they were): the editing tools and the parser agree on
+// which line is whose. The file writes themselves are tested above; fsync
+// per execution would make fuzzing crawl.
+func FuzzUserEdits(f *testing.F) {
+	for _, s := range []struct{ file, name string }{
+		{"alice:" + vectorHash + "\n" + vectorHash + "\nbob:" + vectorHash + "\n", "alice"},
+		{"\ufeff# c\r\nalice : " + vectorHash + "\r\nteacher\nalice:" + vectorHash, "alice"},
+		{vectorHash + "\nbob:" + vectorHash, "bob"},
+		{"Alice:" + vectorHash + "\nalice:" + vectorHash, "alice"},
+		{"alice:" + vectorHash + "\nalice:hunter2\n", "alice"},
+		{"x:" + vectorHash + "\n\n#x:" + vectorHash + "\nDr x: " + vectorHash + "\n", "x"},
+		{vectorHash, "default"},
+	} {
+		f.Add([]byte(s.file), s.name)
+	}
+	newHash := cheapHash(f, "new")
+	f.Fuzz(func(t *testing.T, data []byte, name string) {
+		before, err := Parse(data)
+		if err != nil || ValidUserName(name) != nil {
+			return
+		}
+		old := hashesOf(before, name)
+		edits := map[string]edit{"remove": planRemove(data, name)}
+		if caseTwin(before, name) == "" { // else refused before planning
+			edits["add"] = planAdd(data, []UserHash{{name, newHash}}, map[string][]string{name: {newHash}})
+		}
+		if len(old) > 0 && !slices.Contains(before.Hashes, newHash) {
+			edits["append"] = planAppend(data, name, newHash, old)
+		}
+		if len(old) > 0 {
+			edits["retire"] = planRetire(data, name, old[len(old)-1])
+		}
+		if bare := hashesOf(before, ""); len(bare) > 0 {
+			edits["retire bare"] = planRetire(data, "", bare[len(bare)-1])
+		}
+		for what, e := range edits {
+			if what == "remove" && len(old) == len(before.Hashes) {
+				continue // the last credential: refused before planning
+			}
+			if _, err := e.verify("f", before); err != nil {
+				t.Fatalf("%s %q: %v\n%q\n->\n%q", what, name, err, data, e.out)
+			}
+		}
+	})
 }
