@@ -87,3 +87,42 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRouteToken: whatever a client sends as a token, it is either split
+// into a user of the file and that user's secret (and nothing is lost or
+// added), or checked whole against the bare lines; a name that is no user
+// never selects any line.
+func FuzzRouteToken(f *testing.F) {
+	h := "$2b$10$" + vectorHash[7:]
+	creds, err := Parse([]byte("alice:" + h + "\nbob:" + h + "\n" + h + "\nx:" + h + "\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	snap := &Snapshot{Creds: creds, users: newUserIndex(&creds)}
+	for _, s := range []string{
+		"alice:secret", "bob:", ":x", "x:y:z", "zed:secret", "alice", "Alice:s", "alice :s", " alice:s",
+		strings.Repeat("a", 64) + ":s", strings.Repeat("a", 65) + ":s", "alice:" + strings.Repeat("s", 200), vectorToken,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, token string) {
+		user, secret := route(snap, token)
+		if user == "" {
+			if secret != token {
+				t.Fatalf("an unnamed token was changed: %q -> %q", token, secret)
+			}
+			return
+		}
+		if user+":"+secret != token {
+			t.Fatalf("%q split into %q and %q", token, user, secret)
+		}
+		if !snap.HasUser(user) || ValidUserName(user) != nil {
+			t.Fatalf("routed to %q, not a user of the file", user)
+		}
+		for _, i := range snap.UserLines(user) {
+			if creds.Users[i] != user {
+				t.Fatalf("user %q got line %d of %q", user, i, creds.Users[i])
+			}
+		}
+	})
+}

@@ -360,9 +360,11 @@ func (s *Store) install(creds Credentials, key, source string) {
 	}
 	if creds.Username != "" {
 		// bcrypt per hash: done once per content change, off the reload
-		// path except for the first load, so that reloads stay fast and
-		// the start-up page already greets by name.
-		if prev == nil {
+		// path except for the first load of a file without named lines,
+		// so that reloads stay fast and ComfyUI-Login's start-up page
+		// already greets by name. A class file's lines would hold the
+		// start for a quarter second each.
+		if prev == nil && len(users) == 0 {
 			s.vetUsername(l)
 		} else {
 			go s.vetUsername(l)

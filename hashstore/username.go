@@ -37,10 +37,14 @@ func (s *Store) vetUsername(l *loaded) {
 		if creds.UsernameLine > 0 {
 			where = fmt.Sprintf("line %d", creds.UsernameLine)
 		}
+		of := fmt.Sprintf("hash %d", n)
+		if u := creds.userOf(n - 1); u != "" {
+			of = fmt.Sprintf("hash %d (user %s)", n, u)
+		}
 		s.log.Error().Str("source", l.snap.Source).Uint64("generation", l.snap.Generation).
 			Str("hash_fingerprint", l.snap.Fingerprints[n-1]).
-			Msgf("%s of the credential file is the raw token or password of hash %d, not a display name: it is never shown on the login page; "+
-				"remove that line (the file holds hashes and, optionally, a name that is not the password), and consider the token exposed to whoever could read the file", where, n)
+			Msgf("%s of the credential file is the raw token or password of %s, not a display name: it is never shown on the login page; "+
+				"remove that line (the file holds hashes and, optionally, a name that is not the password), and consider the token exposed to whoever could read the file", where, of)
 		return
 	}
 	s.displayMu.Lock()

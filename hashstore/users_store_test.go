@@ -92,3 +92,36 @@ func TestBadUserLineKeepsEveryonesLastGoodCredentials(t *testing.T) {
 		t.Errorf("logs:\n%s", logs)
 	}
 }
+
+// TestAUsersSecretOnTheUsernameLineIsNeverShown: the username line is the
+// public login page's greeting; a student's token pasted there (without the
+// name, so it reads as a display name) must not be shown. Checking it
+// against a class file's lines runs off the start path.
+func TestAUsersSecretOnTheUsernameLineIsNeverShown(t *testing.T) {
+	const secret = "student-token-0123456789abcdefgh"
+	for _, tc := range []struct {
+		name, username, shown string
+	}{
+		{"a user's secret", secret, ""},
+		{"a display name", "Physics 101", "Physics 101"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "users")
+			writeFile(t, path, "bob:"+cheapHash(t, "b")+"\nalice:"+cheapHash(t, secret)+"\n"+tc.username+"\n")
+			ts := startStore(t, path, nil, nil)
+			if tc.shown != "" {
+				waitFor(t, "the display name", func() bool { return ts.DisplayName() == tc.shown })
+				return
+			}
+			waitFor(t, "the username line to be vetted", func() bool {
+				return strings.Contains(ts.logs.String(), "is the raw token or password of hash 2 (user alice)")
+			})
+			if got := ts.DisplayName(); got != "" {
+				t.Fatalf("DisplayName %q", got)
+			}
+			if strings.Contains(ts.logs.String(), secret) {
+				t.Fatal("the secret reached the log")
+			}
+		})
+	}
+}

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,6 +80,39 @@ func TestANamedUsersHashIsNotAToken(t *testing.T) {
 	} {
 		if s := statusWith(t, c, u, tc.token).StatusCode; s != tc.status {
 			t.Errorf("%s: %d, want %d", tc.name, s, tc.status)
+		}
+	}
+}
+
+// TestAWrongGuessForAUserCostsThatUsersLinesOnly: through the real server, a
+// class file of 30 users with one line each and no bare line. A wrong
+// `Bearer s17:<guess>` costs one bcrypt comparison, not 30; a token naming
+// no user, or naming none at all, costs none; the right one is let in.
+func TestAWrongGuessForAUserCostsThatUsersLinesOnly(t *testing.T) {
+	var file strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&file, "s%02d:%s\n", i, lowCostHash(t, fmt.Sprintf("class-secret-%02d-0123456789abcdef", i)))
+	}
+	g := startGateway(t, gatewayOpts{hashContent: ptr(file.String())})
+	c := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	u := g.URL + "/system_stats"
+	for _, tc := range []struct {
+		name, token string
+		status      int
+		checks      int64
+	}{
+		{"a wrong guess for one user", "s17:wrong-guess", 401, 1},
+		{"another user's secret under this name", "s17:class-secret-03-0123456789abcdef", 401, 1},
+		{"a name that is no user", "zed:class-secret-17-0123456789abcdef", 401, 0},
+		{"no name at all", "class-secret-17-0123456789abcdef", 401, 0},
+		{"the user's own secret", "s17:class-secret-17-0123456789abcdef", 200, 1},
+	} {
+		before := g.Server.Verifier().Stats().Checks
+		if s := statusWith(t, c, u, tc.token).StatusCode; s != tc.status {
+			t.Fatalf("%s: %d, want %d", tc.name, s, tc.status)
+		}
+		if n := g.Server.Verifier().Stats().Checks - before; n != tc.checks {
+			t.Fatalf("%s: %d bcrypt comparisons, want %d", tc.name, n, tc.checks)
 		}
 	}
 }
