@@ -123,3 +123,42 @@ func FuzzClientAddr(f *testing.F) {
 		t.Fatalf("ClientAddr %v is neither the peer nor a header entry", got)
 	})
 }
+
+// TestResolveAnswersEverythingFromOneReading: the address, the budget, the
+// pool's client name, HTTPS and the ignored-header warning come from one
+// Resolve, so they cannot disagree: a trusted proxy's last
+// X-Forwarded-Proto hop decides, and only an untrusted peer's https is
+// "ignored".
+func TestResolveAnswersEverythingFromOneReading(t *testing.T) {
+	cr := ClientResolver{Trusted: TrustedProxies{netip.MustParsePrefix("10.0.0.0/8")}}
+	tests := []struct {
+		name, peer, xff, proto, site string
+		addr, pool                   string
+		https, ignored               bool
+	}{
+		{"direct", "203.0.113.7:1", "", "", "", "203.0.113.7", "203.0.113.7", false, false},
+		{"untrusted https", "203.0.113.7:1", "1.1.1.1", "https", "", "203.0.113.7", "203.0.113.7", false, true},
+		{"trusted https", "10.0.0.2:1", "198.51.100.9", "https", "", "198.51.100.9", "198.51.100.9", true, false},
+		{"trusted, last hop http", "10.0.0.2:1", "198.51.100.9", "https, http", "", "198.51.100.9", "198.51.100.9", false, false},
+		{"cross-site IPv6", "[2001:db8:1:2::5]:1", "", "", "cross-site", "2001:db8:1:2::5", "cross-site 2001:db8:1:2::", false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tc.peer
+			for k, v := range map[string]string{"X-Forwarded-For": tc.xff, "X-Forwarded-Proto": tc.proto, "Sec-Fetch-Site": tc.site} {
+				if v != "" {
+					r.Header.Set(k, v)
+				}
+			}
+			c := cr.Resolve(r)
+			if c.Addr.String() != tc.addr || c.Key().String() != tc.pool || c.HTTPS != tc.https || c.ProtoIgnored != tc.ignored {
+				t.Fatalf("Resolve = addr %v pool %q https %v ignored %v; want %s %q %v %v",
+					c.Addr, c.Key().String(), c.HTTPS, c.ProtoIgnored, tc.addr, tc.pool, tc.https, tc.ignored)
+			}
+			if c.SameSiteKey().CrossSite {
+				t.Fatal("SameSiteKey is cross-site")
+			}
+		})
+	}
+}

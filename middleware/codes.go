@@ -12,8 +12,9 @@ type RefusalCode string
 const (
 	// CodeNoCredentials (401): the request carried no token and no session.
 	CodeNoCredentials RefusalCode = "no_credentials"
-	// CodeMalformedHeader (401): the Authorization header is not
-	// `Bearer <token>` and no other credential was sent.
+	// CodeMalformedHeader (401): the Authorization header is neither
+	// `Bearer <token>` nor `Basic base64(name:secret)`, and no other
+	// credential let the request in.
 	CodeMalformedHeader RefusalCode = "malformed_header"
 	// CodeWrongToken (401): the token matches no loaded credential.
 	CodeWrongToken RefusalCode = "wrong_token"

@@ -2,6 +2,31 @@
 // and the proxy: the access log, the auth decision, and the checks that go
 // with it. Each wrapper has one constructor shaped
 // func(next http.Handler) http.Handler.
+//
+// Who is asking is decided once per request, in this order:
+//
+//   - ResolveClient resolves the Client (address through --trusted-proxies,
+//     throttle key, HTTPS, cross-site) into Info.Client; everything after
+//     it reads that, never the headers again;
+//   - Auth asks its Authenticators in turn (Bearer and query tokens, the
+//     browser session, the Basic header); each returns a User, or "not
+//     mine" (false, nil), or a *Denial. The first User sets Info.User and
+//     Info.Method; the first Denial is the answer;
+//   - every credential check counts failures in the one Throttler, keyed
+//     by Client.Key, so a wrong password and a wrong token from one client
+//     count toward the same lock.
+//
+// Adding a credential kind (OIDC, say) is one new file and two lines of
+// wiring: a type with Authenticate(w, r) (User, bool, error) that returns
+// (User{}, false, nil) for requests without its credential, a User with a
+// Method of its own (a constant declared in that file) and a Name that is
+// not "default" or "guest" for a valid one, and a *Denial for a credential
+// it refuses (counting the failure in the Throttler under
+// ClientOf(r, ...).Key() if a guess costs anything); then append it to
+// AuthOptions.Extra in server.authOptions. Logs, metrics, the CSRF check
+// (sessions only) and the proxy need nothing more: they read Info.
+// A login callback, if the kind has one, is a route of the server package
+// beside /login.
 package middleware
 
 import (
