@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -303,6 +304,36 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 		}},
 		{"method not allowed", 405, middleware.CodeMethodNotAllowed, func(t *testing.T) *http.Response {
 			return std(t).do(t, "POST", "/readyz", nil)
+		}},
+		{"queue share", 429, middleware.CodeQueueShare, func(t *testing.T) *http.Response {
+			g := shareGateway(t, 1, false)
+			g.do(t, "POST", "/prompt", []byte(onePrompt), bearer).Body.Close()
+			return g.do(t, "POST", "/prompt", []byte(onePrompt), bearer)
+		}},
+		{"queue unchecked", 502, middleware.CodeQueueUnchecked, func(t *testing.T) *http.Response {
+			notComfy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.WriteString(w, "this is not ComfyUI")
+			}))
+			t.Cleanup(notComfy.Close)
+			g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, muToken)), configure: func(c *Config) {
+				c.MaxQueuedPrompts = 1
+				c.Upstream = notComfy.URL
+			}})
+			return g.do(t, "POST", "/prompt", []byte(onePrompt), bearer)
+		}},
+		{"prompt unreadable", 400, middleware.CodePromptUnreadable, func(t *testing.T) *http.Response {
+			return shareGateway(t, 1, false).do(t, "POST", "/prompt", []byte(`{"prompt":{},"extra_data":[]}`), bearer)
+		}},
+		{"prompt too large", 413, middleware.CodePromptTooLarge, func(t *testing.T) *http.Response {
+			body := append([]byte(`{"prompt":"`), bytes.Repeat([]byte("x"), middleware.MaxPromptBytes)...)
+			return shareGateway(t, 1, false).do(t, "POST", "/api/prompt", body, bearer)
+		}},
+		{"user registry", 502, middleware.CodeUserRegistry, func(t *testing.T) *http.Response {
+			g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, muToken)), configure: func(c *Config) { c.ComfyMultiUser = true }})
+			return g.do(t, "GET", "/settings", nil, bearer)
+		}},
+		{"users managed", 403, middleware.CodeUsersManaged, func(t *testing.T) *http.Response {
+			return multiUserGateway(t, nil, nil).do(t, "POST", "/users", []byte(`{"username":"x"}`), bearer)
 		}},
 		{"too many connections", 503, middleware.CodeTooManyConnections, func(t *testing.T) *http.Response {
 			g := startGateway(t, gatewayOpts{configure: func(c *Config) {
