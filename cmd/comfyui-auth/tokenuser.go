@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -98,8 +99,16 @@ func readUsersFrom(path string, stdin io.Reader) ([]string, error) {
 		defer f.Close()
 		r = f
 	}
+	data, err := io.ReadAll(io.LimitReader(r, hashstore.MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the user list %s: %w", path, err)
+	}
+	if len(data) > hashstore.MaxFileBytes {
+		// The credential file has the same bound, and a line per user.
+		return nil, fmt.Errorf("user list %s is over %d KiB, more users than one credential file can hold (about 800); split the class over several gateways", path, hashstore.MaxFileBytes>>10)
+	}
 	var names []string
-	sc := bufio.NewScanner(io.LimitReader(r, hashstore.MaxFileBytes))
+	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(strings.TrimPrefix(sc.Text(), "\ufeff"))
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -247,16 +256,14 @@ func runUserGenerate(names []string, o userOpts, stdout, stderr io.Writer) int {
 	}
 
 	m := fileMode(o.hashFile)
-	verb := "added to"
-	if created {
-		verb = "created"
-	}
-	if len(adds) == 1 {
-		a := adds[0]
-		fmt.Fprintf(stdout, "user %s: %s %s (mode %04o, line fingerprint %s) in place; %s\n", a.Name, verb, o.hashFile, m, hashstore.Fingerprint(a.Hash), reloadNote)
-	} else if created {
+	switch a := adds[0]; {
+	case created && len(adds) == 1:
+		fmt.Fprintf(stdout, "user %s: created %s (mode %04o) with %s's line (fingerprint %s)\n", a.Name, o.hashFile, m, a.Name, hashstore.Fingerprint(a.Hash))
+	case created:
 		fmt.Fprintf(stdout, "%d users: created %s (mode %04o) with a line each\n", len(adds), o.hashFile, m)
-	} else {
+	case len(adds) == 1:
+		fmt.Fprintf(stdout, "user %s: added to %s (mode %04o, line fingerprint %s) in place; %s\n", a.Name, o.hashFile, m, hashstore.Fingerprint(a.Hash), reloadNote)
+	default:
 		fmt.Fprintf(stdout, "%d users: added to %s (mode %04o) in one in-place write; %s\n", len(adds), o.hashFile, m, reloadNote)
 	}
 	if m&0o077 != 0 {
