@@ -277,8 +277,8 @@ type SessionOptions struct {
 	Now func() time.Time
 }
 
-// Sessions issues, recognises and revokes browser sessions. It implements
-// SessionAuthenticator.
+// Sessions issues, recognises and revokes browser sessions. It is the
+// Authenticator of the session cookie.
 //
 // Users and guests are kept apart. Users' revocations are bounded by
 // MaxRevoked, handed to Persist, and only a valid user session (that is, a

@@ -46,6 +46,9 @@ type loginPage struct {
 	NoCredential  bool
 	HashFile      string
 	Next          string
+	// Named is set when the credentials have named users, whose username
+	// field is not optional.
+	Named bool
 	// Code is the refusal code of a page answered with an error status.
 	Code middleware.RefusalCode
 }
@@ -158,6 +161,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, page loginP
 		if snap.Creds.Username == "" {
 			page.Username = s.cfg.Username
 		}
+		page.Named = len(snap.UserNames()) > 0
 	} else {
 		page.NoCredential = true
 		page.HashFile = s.cfg.HashFile

@@ -325,3 +325,22 @@ func TestUserMetricsAreCapped(t *testing.T) {
 		t.Errorf("a user past the cap has a series of its own")
 	}
 }
+
+// TestLoginPageSaysTheUsernameMattersWithNamedUsers: with named users the
+// username field is no longer "optional" on the login page.
+func TestLoginPageSaysTheUsernameMattersWithNamedUsers(t *testing.T) {
+	for _, tc := range []struct {
+		name, content, want string
+	}{
+		{"bare lines only", lowCostHash(t, "page-bare-secret-0123456789") + "\n", "(optional)"},
+		{"named users", newClassFile(t).content(), "(the name you were given"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGateway(t, gatewayOpts{hashContent: ptr(tc.content)})
+			body, _ := io.ReadAll(g.do(t, "GET", "/login", nil).Body)
+			if !strings.Contains(string(body), tc.want) {
+				t.Fatalf("login page lacks %q", tc.want)
+			}
+		})
+	}
+}
