@@ -46,10 +46,14 @@ type comfyRegistry struct {
 	// slow admits one registry read or write at a time, so that the
 	// first requests of a new user, arriving together, create one entry.
 	slow chan struct{}
+	// warned spaces out the warning of a registry that cannot be used,
+	// which every request would otherwise repeat.
+	warned onceEvery
 }
 
 func newComfyRegistry(base *url.URL, client *http.Client, logger zerolog.Logger) *comfyRegistry {
-	return &comfyRegistry{base: base, client: client, logger: logger, ids: map[string]string{}, slow: make(chan struct{}, 1)}
+	return &comfyRegistry{base: base, client: client, logger: logger, ids: map[string]string{}, slow: make(chan struct{}, 1),
+		warned: onceEvery{every: time.Minute}}
 }
 
 // registryError is why a user has no id: the status, code and sentence the
@@ -316,14 +320,19 @@ func (s *Server) bindComfyUser(next http.Handler) http.Handler {
 		info := middleware.InfoFrom(r)
 		id, err := s.comfyUsers.id(r.Context(), info.User)
 		if err != nil {
-			var re *registryError
-			if !errors.As(err, &re) {
+			if r.Context().Err() != nil {
 				info.Reason = "client closed the request"
 				w.WriteHeader(499)
 				return
 			}
+			var re *registryError
+			if !errors.As(err, &re) {
+				re = registryAnswer(err.Error()).(*registryError)
+			}
 			info.Reason = "comfy user: " + re.reason
-			s.logger.Warn().Str("user", info.User).Str("code", string(re.code)).Msg(re.reason)
+			if s.comfyUsers.warned.allow() {
+				s.logger.Warn().Str("user", info.User).Str("code", string(re.code)).Msg(re.reason + " (said once a minute)")
+			}
 			w.Header().Set("Retry-After", "5")
 			middleware.Refuse(w, r, re.status, re.code, "No ComfyUI user for this login.",
 				re.reason+" The request was not passed to ComfyUI.")
