@@ -28,6 +28,7 @@ Named users (one credential file, a client token file per user):
   comfyui-auth token generate --user NAME | --users-from FILE [--hash-file F] [--tokens-dir D] [--force]
   comfyui-auth token rotate   --user NAME [--hash-file F] [--tokens-dir D] [--keep-old DURATION | --retire-old]
   comfyui-auth token revoke   --user NAME [--hash-file F] [--tokens-dir D]
+  comfyui-auth token users    [--hash-file F] [--tokens-dir D]     who has access (no secret printed)
 `
 
 // tokenAlphabet is RFC 3986's unreserved set minus `.` and `~`: nothing in it
@@ -55,6 +56,8 @@ func runToken(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runTokenRotate(context.Background(), args[1:], stdout, stderr)
 	case "revoke":
 		return runTokenRevoke(args[1:], stdout, stderr)
+	case "users":
+		return runTokenUsers(args[1:], stdout, stderr)
 	case "check":
 		return runTokenCheck(args[1:], stdin, os.LookupEnv, stdout, stderr)
 	case "help", "-h", "--help":

@@ -477,3 +477,47 @@ func usersOf(c hashstore.Credentials) string {
 func hasNamedLines(c hashstore.Credentials) bool {
 	return slices.ContainsFunc(c.Users, func(u string) bool { return u != "" })
 }
+
+// runTokenUsers is `token users`: who has access, from the credential file
+// (names, line counts, fingerprints) and the token files beside it. It
+// prints no secret.
+func runTokenUsers(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("comfyui-auth token users", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	hashFile := fs.String("hash-file", defaultHashFile(os.LookupEnv), "credential `file` to read (COMFYUI_AUTH_TOKEN_FILE)")
+	tokensDir := fs.String("tokens-dir", "", "`folder` of the client token files (default: tokens/ beside the credential file)")
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	creds, err := hashstore.ReadFile(*hashFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 1
+	}
+	o := userOpts{hashFile: *hashFile, tokensDir: *tokensDir}
+	var names []string
+	fps := map[string][]string{}
+	for i, h := range creds.Hashes {
+		u := ""
+		if i < len(creds.Users) {
+			u = creds.Users[i]
+		}
+		if _, seen := fps[u]; !seen && u != "" {
+			names = append(names, u)
+		}
+		fps[u] = append(fps[u], hashstore.Fingerprint(h))
+	}
+	fmt.Fprintf(stdout, "%s: %d named user(s), %d bare line(s)\n", *hashFile, len(names), len(fps[""]))
+	if b := fps[""]; len(b) > 0 {
+		fmt.Fprintf(stdout, "  %-16s %d line(s) %s (the bare lines; `default` in logs)\n", "(default)", len(b), strings.Join(b, ","))
+	}
+	for _, n := range names {
+		tf := o.tokenFile(n)
+		where := "no token file at " + tf
+		if _, err := os.Stat(tf); err == nil {
+			where = "token file " + tf
+		}
+		fmt.Fprintf(stdout, "  %-16s %d line(s) %s  %s\n", n, len(fps[n]), strings.Join(fps[n], ","), where)
+	}
+	return 0
+}

@@ -128,6 +128,18 @@ func TestTokenUserLifecycleThroughTheCLI(t *testing.T) {
 		t.Fatalf("alice's new token after retiring: exit %d: %s", code, s)
 	}
 
+	// token users lists who has access, with no secret.
+	code, out, errs = tokenRun(t, "", "users", "--hash-file", hashFile)
+	if code != 0 || !strings.Contains(out, "7 named user(s), 0 bare line(s)") || strings.Count(out, "\n") != 8 ||
+		!strings.Contains(out, "alice            1 line(s)") || !strings.Contains(out, "token file "+filepath.Join(tokens, "s03.token")) {
+		t.Fatalf("token users: exit %d:\n%s%s", code, out, errs)
+	}
+	for n, v := range tok {
+		if strings.Contains(out, v[len(n)+1:]) {
+			t.Fatal("token users printed a secret")
+		}
+	}
+
 	// Revocation: s03's lines and token file go; nobody else's.
 	if code, out, errs = tokenRun(t, "", "revoke", "--user", "s03", "--hash-file", hashFile); code != 0 {
 		t.Fatalf("revoke: exit %d: %s", code, errs)
@@ -140,6 +152,9 @@ func TestTokenUserLifecycleThroughTheCLI(t *testing.T) {
 	}
 	if code, s := checkToken(t, hashFile, tok["s03"]); code != 1 || !strings.Contains(s, "has no user s03") {
 		t.Fatalf("s03's token after revoke: exit %d: %s", code, s)
+	}
+	if _, out, _ = tokenRun(t, "", "users", "--hash-file", hashFile); strings.Contains(out, "s03") || !strings.Contains(out, "6 named user(s)") {
+		t.Fatalf("token users after revoking s03:\n%s", out)
 	}
 	for _, n := range []string{"s01", "s02", "s04", "s05", "s06"} {
 		if code, s := checkToken(t, hashFile, tok[n]); code != 0 {
@@ -369,6 +384,7 @@ func TestTokenUserFlagsThatDoNotGoTogether(t *testing.T) {
 		{"rotate", "--tokens-dir", "d"},
 		{"revoke"},
 		{"revoke", "extra"},
+		{"users", "extra"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			if code, _, errs := tokenRun(t, "", args...); code != 2 {
