@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Named users against real ComfyUI 0.3.64 started with --multi-user, behind
 the gateway started with --comfy-multi-user --max-queued-prompts 1. Debian's
-python3-requests only; docker/realcomfy/multiuser starts everything.
+python3-requests and python3-websocket only; docker/realcomfy/multiuser
+starts everything.
 
 usage: multiuser.py --base URL --tokens DIR --user-dir DIR --release HOST_PATH
                     --release-in-comfy PATH --cli BIN --hash-file FILE
@@ -41,6 +42,7 @@ import urllib.parse
 import uuid
 
 import requests
+import websocket
 
 results = []
 
@@ -271,6 +273,13 @@ def run(args, base, gw):
           f"{r.status_code} cookie={bool(s.cookies)}")
     r = s.get(base + "/system_stats", timeout=30)
     check("bob's session works before the revocation", r.status_code == 200, r.status_code)
+    ws_url = "ws" + base[len("http"):] + f"/ws?clientId={uuid.uuid4().hex}&token=" + urllib.parse.quote(tok["bob"], safe="")
+    try:
+        bob_ws = websocket.create_connection(ws_url, timeout=30)
+        bob_ws.recv()  # ComfyUI's first status message
+    except Exception as e:  # reported below; the revocation checks go on
+        bob_ws = None
+        check("bob's websocket opens before the revocation", False, f"{type(e).__name__}: {e}")
     out = subprocess.run([args.cli, "token", "revoke", "--user", "bob", "--hash-file", args.hash_file,
                           "--tokens-dir", args.tokens], capture_output=True, text=True)
     t_revoked = time.monotonic()
@@ -286,6 +295,18 @@ def run(args, base, gw):
           bool(ok) and took <= args.reload + 1, f"after {took:.2f} s")
     r = alice.get("/system_stats")
     check("alice is still in after bob's revocation", r.status_code == 200, r.status_code)
+    # Not a check: the README states that a websocket opened before a
+    # revocation stays open until it closes; this line shows it.
+    if bob_ws is not None:
+        try:
+            bob_ws.settimeout(5)
+            bob_ws.ping("after-revoke")
+            op, _ = bob_ws.recv_data_frame(True)
+            state = "still open (answered a ping)" if op == websocket.ABNF.OPCODE_PONG else f"answered opcode {op}"
+        except Exception as e:
+            state = f"closed ({type(e).__name__})"
+        print(f"INFO bob's websocket opened before the revocation: {state}", flush=True)
+        bob_ws.close()
     check("bob's token file was deleted", not os.path.exists(os.path.join(args.tokens, "bob.token")))
 
     # --- the access log ------------------------------------------------------------
