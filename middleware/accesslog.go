@@ -65,9 +65,14 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			info := &Info{ID: requestID(r.Header.Get("X-Request-Id")), Method: MethodNone}
-			w.Header().Set("X-Request-Id", info.ID)
-			rec := &recorder{ResponseWriter: w}
+			// One allocation for both: they live exactly as long as the
+			// request. The header is read and set through its canonical
+			// key, which skips canonicalising it on every request.
+			st := &requestState{}
+			info, rec := &st.info, &st.rec
+			*info = Info{ID: requestID(firstValue(r.Header, "X-Request-Id")), Method: MethodNone}
+			w.Header()["X-Request-Id"] = []string{info.ID}
+			rec.ResponseWriter = w
 			next.ServeHTTP(rec, r.WithContext(WithInfo(r.Context(), info)))
 
 			status := rec.status
@@ -137,6 +142,20 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 			ev.Msg("request")
 		})
 	}
+}
+
+// requestState is what AccessLog keeps per request.
+type requestState struct {
+	info Info
+	rec  recorder
+}
+
+// firstValue is h.Get(key) for a key already in canonical form.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func isHealthProbe(r *http.Request) bool {

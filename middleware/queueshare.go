@@ -219,30 +219,26 @@ func newPromptID() string {
 // that verifies under key. Untagged items and forged tags count for no one.
 // An answer without both lists is an error.
 func CountQueued(raw, key []byte) (map[string]int, error) {
-	ms, err := readObject(raw)
-	if err != nil {
+	// One decode of the whole answer: the prompts, most of its bytes, are
+	// scanned twice (validation, then decoding) and never parsed further.
+	var q struct {
+		Running *[][]json.RawMessage `json:"queue_running"`
+		Pending *[][]json.RawMessage `json:"queue_pending"`
+	}
+	if err := json.Unmarshal(raw, &q); err != nil {
 		return nil, err
+	}
+	if q.Running == nil || q.Pending == nil {
+		return nil, errors.New("queue_running or queue_pending is missing")
 	}
 	type owned struct{ user, id string }
 	seen := map[owned]bool{}
-	lists := 0
-	for _, m := range ms {
-		if m.key != "queue_running" && m.key != "queue_pending" {
-			continue
-		}
-		lists++
-		var items []json.RawMessage
-		if err := json.Unmarshal(m.val, &items); err != nil {
-			return nil, fmt.Errorf("%s: %w", m.key, err)
-		}
-		for _, item := range items {
-			if user, id, ok := taggedItem(item, key); ok {
+	for _, items := range [][][]json.RawMessage{*q.Running, *q.Pending} {
+		for _, tuple := range items {
+			if user, id, ok := taggedItem(tuple, key); ok {
 				seen[owned{user, id}] = true
 			}
 		}
-	}
-	if lists < 2 {
-		return nil, errors.New("queue_running or queue_pending is missing")
 	}
 	counts := map[string]int{}
 	for o := range seen {
@@ -253,9 +249,8 @@ func CountQueued(raw, key []byte) (map[string]int, error) {
 
 // taggedItem reads one (number, prompt_id, prompt, extra_data, outputs)
 // tuple and returns its user when its tag verifies.
-func taggedItem(raw json.RawMessage, key []byte) (user, promptID string, ok bool) {
-	var tuple []json.RawMessage
-	if json.Unmarshal(raw, &tuple) != nil || len(tuple) < 4 {
+func taggedItem(tuple []json.RawMessage, key []byte) (user, promptID string, ok bool) {
+	if len(tuple) < 4 {
 		return "", "", false
 	}
 	if json.Unmarshal(tuple[1], &promptID) != nil {

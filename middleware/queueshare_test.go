@@ -122,3 +122,28 @@ func FuzzCountQueued(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkCountQueued: a classroom's queue, 60 prompts of about 100 KB
+// each (6 MB, the workflow layout included), counted once per POST /prompt.
+func BenchmarkCountQueued(b *testing.B) {
+	key := []byte("k")
+	big := `{"prompt":{"1":{"class_type":"X","inputs":{"text":"` + strings.Repeat("x", 100<<10) + `"}}}}`
+	var items []string
+	for i := 0; i < 60; i++ {
+		out, err := TagPrompt([]byte(big), key, "user"+string(rune('a'+i%26)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var m map[string]json.RawMessage
+		_ = json.Unmarshal(out, &m)
+		items = append(items, `[1,`+string(m["prompt_id"])+`,`+string(m["prompt"])+`,`+string(m["extra_data"])+`,["1"]]`)
+	}
+	raw := []byte(`{"queue_running":[` + items[0] + `],"queue_pending":[` + strings.Join(items[1:], ",") + `]}`)
+	b.SetBytes(int64(len(raw)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := CountQueued(raw, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

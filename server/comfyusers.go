@@ -103,6 +103,15 @@ func (c *comfyRegistry) id(ctx context.Context, name string) (string, error) {
 	}
 	ids, err := c.read(ctx)
 	if err != nil {
+		// An id once read stays that user's: ComfyUI never gives it to
+		// another name. While the registry cannot be read, the user keeps
+		// it, and the proxy reports ComfyUI's state as for any request.
+		c.mu.RLock()
+		id, known := c.ids[name]
+		c.mu.RUnlock()
+		if known && ctx.Err() == nil {
+			return id, nil
+		}
 		return "", err
 	}
 	if id, ok := ids[name]; ok {
@@ -334,6 +343,15 @@ func (s *Server) bindComfyUser(next http.Handler) http.Handler {
 				s.logger.Warn().Str("user", info.User).Str("code", string(re.code)).Msg(re.reason + " (said once a minute)")
 			}
 			w.Header().Set("Retry-After", "5")
+			if re.code != middleware.CodeUserRegistry && strings.Contains(r.Header.Get("Accept"), "text/html") {
+				// A browser waiting for ComfyUI to start gets the page that
+				// retries by itself, as from the proxy.
+				middleware.NoteCode(r, re.code)
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				w.WriteHeader(re.status)
+				_, _ = io.WriteString(w, upstreamDownPage(re.reason, re.code))
+				return
+			}
 			middleware.Refuse(w, r, re.status, re.code, "No ComfyUI user for this login.",
 				re.reason+" The request was not passed to ComfyUI.")
 			return
@@ -346,7 +364,7 @@ func (s *Server) bindComfyUser(next http.Handler) http.Handler {
 // with '_' for '-', however often, and sets id when there is one.
 func setComfyUser(h http.Header, id string) {
 	for k := range h {
-		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "Comfy-User") {
+		if len(k) == len("Comfy-User") && strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "Comfy-User") {
 			delete(h, k)
 		}
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -250,6 +251,25 @@ func TestNoComfyUserMeansNoRequest(t *testing.T) {
 		if resp.StatusCode != 502 || !strings.Contains(body, `"code":"upstream_down"`) || !strings.Contains(body, "user registry") {
 			t.Fatalf("%d %s", resp.StatusCode, body)
 		}
+		resp = g.do(t, "GET", "/", nil, bearer, "Accept: text/html")
+		if body := readBody(t, resp); resp.StatusCode != 502 || !strings.Contains(body, `http-equiv="refresh"`) {
+			t.Fatalf("a browser got %d %s, want the page that retries", resp.StatusCode, body)
+		}
+	})
+	t.Run("ComfyUI gone after the user was registered", func(t *testing.T) {
+		g := multiUserGateway(t, nil, nil)
+		if resp := g.do(t, "GET", "/settings", nil, bearer); resp.StatusCode != 200 {
+			t.Fatalf("first: %d", resp.StatusCode)
+		}
+		g.Server.comfyUsers.forget()
+		g.Upstream.Close()
+		resp := g.do(t, "GET", "/settings", nil, bearer)
+		body := readBody(t, resp)
+		// The user keeps the id read before, and the proxy reports ComfyUI
+		// down as for any request.
+		if resp.StatusCode != 502 || !strings.Contains(body, `"code":"upstream_down"`) || strings.Contains(body, "user registry") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
 	})
 }
 
@@ -307,4 +327,46 @@ func FuzzParseComfyUsers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMultiUserSettingsAreChecked: --comfy-multi-user needs someone to be
+// logged in, and a negative share is refused, each naming its field.
+func TestMultiUserSettingsAreChecked(t *testing.T) {
+	tests := []struct {
+		field string
+		set   func(*Config)
+	}{
+		{"ComfyMultiUser", func(c *Config) { c.ComfyMultiUser, c.AuthEnabled = true, false }},
+		{"MaxQueuedPrompts", func(c *Config) { c.MaxQueuedPrompts = -1 }},
+	}
+	for _, tt := range tests {
+		c := testConfig()
+		c.HashFile = "/nonexistent"
+		tt.set(&c)
+		var fe *FieldError
+		if err := c.Validate(); !errors.As(err, &fe) || fe.Field != tt.field {
+			t.Errorf("%s: Validate = %v", tt.field, err)
+		}
+	}
+	c := testConfig()
+	c.HashFile, c.ComfyMultiUser, c.MaxQueuedPrompts = "/nonexistent", true, 3
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a valid multi-user configuration: %v", err)
+	}
+}
+
+// TestBareUserKeepsTheSingleUserDirectory: with "default": "default" in
+// users.json, the bare lines' user is ComfyUI's user/default/, the
+// directory of a single-user ComfyUI, and no new user is made.
+func TestBareUserKeepsTheSingleUserDirectory(t *testing.T) {
+	g := multiUserGateway(t, []fakecomfy.User{{ID: "default", Name: "default"}}, nil)
+	if resp := g.do(t, "GET", "/settings", nil, bearer); resp.StatusCode != 200 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	if got := sentComfyUser(t, g, "/settings"); len(got) != 1 || got[0] != "default" {
+		t.Fatalf("Comfy-User %q, want default", got)
+	}
+	if n := len(g.Fake.Users()); n != 1 {
+		t.Fatalf("registry: %v", g.Fake.Users())
+	}
 }

@@ -37,10 +37,16 @@ const (
 	// reload, the TLS pair, the metrics listener and its scrapes, logging,
 	// ComfyUI's idle keep-alive connections (up to 128) and the refusals
 	// being written.
-	descriptorReserve = 128 + 64 + maxRefusing
+	descriptorReserve = 128 + 64 + maxRefusing + 2*healthReserve
 	// maxRefusing bounds the refused connections being answered at once;
 	// beyond it a refused connection is closed without an answer.
 	maxRefusing = 32
+	// healthReserve is how many connections from the container itself
+	// (127.0.0.1 or ::1, where `comfyui-auth healthcheck` dials from) are
+	// admitted beyond the overall bound, so that a flood from outside
+	// does not also make Docker report the container unhealthy and have it
+	// restarted. The per-client bound still applies to them.
+	healthReserve = 4
 )
 
 // connLimits is the overall and per-client connection bound in force.
@@ -107,11 +113,14 @@ type connLimiter struct {
 	tls    bool
 	logger zerolog.Logger
 
-	mu     sync.Mutex
-	open   int
-	per    map[netip.Addr]int
-	idle   map[*limitedConn]struct{}
-	warned time.Time
+	mu   sync.Mutex
+	open int
+	// reserved counts the connections admitted over the overall bound
+	// from the healthcheck's own addresses (healthReserve).
+	reserved int
+	per      map[netip.Addr]int
+	idle     map[*limitedConn]struct{}
+	warned   time.Time
 
 	refusing chan struct{}
 	refused  atomic.Int64
@@ -158,6 +167,7 @@ type limitedConn struct {
 	l        *connLimiter
 	key      netip.Addr
 	counted  bool // toward the per-client bound
+	reserved bool // admitted over the overall bound (healthReserve)
 	released bool // under l.mu
 	once     sync.Once
 }
@@ -198,7 +208,8 @@ func (l *connLimiter) admit(c net.Conn) *limitedConn {
 	}
 	overClient := counted && l.per[key] >= l.limits.perClient
 	overAll := l.open >= l.limits.max
-	if overClient || overAll {
+	reserved := overAll && !overClient && isHealthcheckAddr(key) && l.reserved < healthReserve
+	if (overClient || overAll) && !reserved {
 		warn := time.Since(l.warned) >= time.Minute
 		if warn {
 			l.warned = time.Now()
@@ -208,8 +219,12 @@ func (l *connLimiter) admit(c net.Conn) *limitedConn {
 		l.refuse(c, key, overClient, warn)
 		return nil
 	}
-	l.open++
-	lc := &limitedConn{Conn: c, l: l, key: key, counted: counted}
+	if reserved {
+		l.reserved++
+	} else {
+		l.open++
+	}
+	lc := &limitedConn{Conn: c, l: l, key: key, counted: counted, reserved: reserved}
 	if counted {
 		l.per[key]++
 	}
@@ -225,6 +240,9 @@ func (l *connLimiter) idleOfLocked(key netip.Addr) *limitedConn {
 	for c := range l.idle {
 		if key.IsValid() && (c.key != key || !c.counted) {
 			continue
+		}
+		if !key.IsValid() && c.reserved {
+			continue // closing it frees no room under the overall bound
 		}
 		l.releaseLocked(c)
 		l.evicted.Add(1)
@@ -250,7 +268,11 @@ func (l *connLimiter) releaseLocked(c *limitedConn) {
 		return
 	}
 	c.released = true
-	l.open--
+	if c.reserved {
+		l.reserved--
+	} else {
+		l.open--
+	}
 	delete(l.idle, c)
 	if c.counted {
 		if l.per[c.key]--; l.per[c.key] <= 0 {
@@ -327,6 +349,14 @@ func (l *connLimiter) refuse(c net.Conn, key netip.Addr, perClient, warn bool) {
 		}
 		_, _ = io.CopyN(io.Discard, c, 64<<10)
 	}()
+}
+
+// isHealthcheckAddr reports whether a is an address only the container
+// itself connects from: the healthcheck dials 127.0.0.1, and ::1 is its
+// IPv6 twin. Other loopback addresses are left out, so a host that routes
+// 127.0.0.0/8 elsewhere gains no reserve.
+func isHealthcheckAddr(a netip.Addr) bool {
+	return a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || a == netip.IPv6Loopback()
 }
 
 // clientKeyOf groups the addresses one client controls, as the throttle

@@ -168,3 +168,45 @@ func idleConns(l *connLimiter) int {
 	defer l.mu.Unlock()
 	return len(l.idle)
 }
+
+// TestHealthcheckGetsInAtTheOverallBound: with every connection taken by
+// other clients, the container's own healthcheck (from 127.0.0.1) is still
+// answered, up to healthReserve connections at once; one more is refused,
+// and other clients stay refused.
+func TestHealthcheckGetsInAtTheOverallBound(t *testing.T) {
+	g := startGateway(t, gatewayOpts{configure: func(c *Config) {
+		c.MaxConns = 4
+		c.MaxConnsPerClient = 4
+		c.ReadHeaderTimeout = time.Minute
+	}})
+	var flood []*heldConn
+	for i := 0; i < 4; i++ {
+		flood = append(flood, holdConn(t, g, "127.0.0.2"))
+	}
+	eventually(t, 10*time.Second, "four held connections open", func() bool { return g.Server.conns.Open() == 4 })
+	late := holdConn(t, g, "127.0.0.3")
+	eventually(t, 10*time.Second, "another client refused at the bound", func() bool { return countRefused([]*heldConn{late}) == 1 })
+	if got := late.status.Load(); got != http.StatusServiceUnavailable {
+		t.Fatalf("a client over the bound got %d, want 503", got)
+	}
+
+	health := clientFrom(t, "127.0.0.1")
+	resp, err := health.Get(g.URL + "/healthz")
+	if err != nil {
+		t.Fatalf("healthcheck at the overall bound: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthcheck at the overall bound got %d, want 200", resp.StatusCode)
+	}
+	health.CloseIdleConnections()
+
+	var own []*heldConn
+	for i := 0; i < healthReserve+1; i++ {
+		own = append(own, holdConn(t, g, "127.0.0.1"))
+	}
+	eventually(t, 10*time.Second, "one connection over the reserve refused", func() bool { return countRefused(own) == 1 })
+	if n := countRefused(flood); n != 0 {
+		t.Fatalf("%d of the held connections were closed to make room for the reserve", n)
+	}
+}

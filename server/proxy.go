@@ -99,12 +99,14 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 			pr.SetXForwarded()
 			out := pr.Out
 			if c := middleware.InfoFrom(pr.In).Client; c.Addr.IsValid() {
-				out.Header.Set("X-Forwarded-For", c.Addr.String())
+				out.Header["X-Forwarded-For"] = []string{c.Addr.String()}
 				if c.HTTPS {
-					out.Header.Set("X-Forwarded-Proto", "https")
+					out.Header["X-Forwarded-Proto"] = []string{"https"}
 				}
 			}
-			out.Header.Del("Authorization")
+			// A canonical key, deleted from the map directly: Header.Del
+			// would canonicalise it again on every request.
+			delete(out.Header, "Authorization")
 			id := ""
 			if o.comfyUser != nil {
 				id, _ = o.comfyUser(pr.In)
@@ -114,8 +116,8 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 				out.URL.RawQuery = q
 			}
 			stripCookies(out.Header, o.stripCookies)
-			if origin := out.Header.Get("Origin"); origin != "" && originMatchesHost(origin, pr.In.Host) {
-				out.Header.Set("Origin", upstreamOrigin)
+			if o := out.Header["Origin"]; len(o) > 0 && o[0] != "" && originMatchesHost(o[0], pr.In.Host) {
+				out.Header["Origin"] = []string{upstreamOrigin}
 			}
 		},
 		Transport:     transport,
@@ -137,7 +139,7 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 					logDoubleAuth(o.logger, 302)
 				}
 			}
-			if p := resp.Request.URL.Path; p == "/view" || p == "/api/view" || scriptableImage(resp.Header.Get("Content-Type")) {
+			if p := resp.Request.URL.Path; p == "/view" || p == "/api/view" || scriptableImage(firstValue(resp.Header, "Content-Type")) {
 				hardenView(resp.Header)
 			}
 			if o.extensionScript != "" {
@@ -146,6 +148,15 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 			return nil
 		},
 	}, transport
+}
+
+// firstValue is h.Get(key) for a key already in canonical form, without
+// canonicalising it again on every proxied request.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // hardenView makes /view answers inert as documents. /view serves input,

@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/comfyui-auth/comfyui-auth/server"
@@ -58,6 +60,13 @@ func floorRelay(args []string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	// The floor must not lose where the gateway does not: the same GC
+	// target as comfyui-auth serve (200 unless GOGC is set), and pooled
+	// copy buffers.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(200)
+	}
+	bufs := sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 	rt, closePool := server.NewUpstreamTransport(up, 120*time.Second)
 	defer closePool()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -78,8 +87,9 @@ func floorRelay(args []string) {
 		w.WriteHeader(resp.StatusCode)
 		// Not io.Copy: the ResponseWriter's ReadFrom would flush the
 		// headers in a write of their own before a small body.
-		buf := make([]byte, 32<<10)
-		_, _ = io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, buf)
+		buf := bufs.Get().(*[]byte)
+		_, _ = io.CopyBuffer(struct{ io.Writer }{w}, resp.Body, *buf)
+		bufs.Put(buf)
 	})
 	srv := &http.Server{Addr: fs.Arg(0), Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.ListenAndServe(); err != nil {

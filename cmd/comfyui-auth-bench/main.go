@@ -60,6 +60,7 @@ type report struct {
 	DistFlood *distFloodResult  `json:"distributed_flood,omitempty"`
 	Targets   []target          `json:"targets"`
 	CPU       []cpuCell         `json:"cpu_per_request,omitempty"`
+	Peers     *peersResult      `json:"peers,omitempty"`
 	Notes     []string          `json:"notes"`
 	Elapsed   string            `json:"elapsed"`
 }
@@ -87,12 +88,18 @@ func main() {
 	quick := flag.Bool("quick", false, "a short smoke run of every scenario (numbers not meaningful)")
 	out := flag.String("out", ".", "directory for BENCHMARKS.md and benchmarks.json")
 	keep := flag.Bool("keep", false, "keep the temporary directory with the processes' logs")
-	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup, distflood, and cpu, which runs only when named); empty runs all. "+
+	only := flag.String("only", "", "comma-separated scenarios to run (overhead, flood, reload, websockets, startup, distflood, and cpu and peers, which run only when named); empty runs all. "+
 		"A partial run's report is for comparing builds, not for committing")
 	legitEvery := flag.Duration("legit-every", 100*time.Millisecond, "how often the flood's legitimate client polls (100 ms, the goal's rate, gives 200 samples; 20ms gives 1,000 for a steadier p99)")
 	gateway := flag.String("gateway", "", "measure this prebuilt comfyui-auth binary instead of building this module's (A/B comparisons of two builds)")
+	loadGen := flag.String("loadgen", "wrk", "peers: the load generator, wrk (Debian's; installed when missing and root) or go (in-process)")
+	peerRounds := flag.Int("rounds", peersRounds, "peers: rounds, each running every target once")
+	peerRound := flag.Duration("round", 5*time.Second, "peers: how long each target is loaded in each round")
+	peerConc := flag.Int("conc", 16, "peers: concurrent keep-alive connections")
+	baseline := flag.String("baseline", "", "peers: also measure this prebuilt comfyui-auth binary, beside this build (a before/after in one run)")
 	flag.Parse()
-	opts := options{quick: *quick, out: *out, keep: *keep, only: scenarios(*only), gatewayBin: *gateway, legitEvery: *legitEvery}
+	opts := options{quick: *quick, out: *out, keep: *keep, only: scenarios(*only), gatewayBin: *gateway, legitEvery: *legitEvery,
+		peers: peersSpec{loadGen: *loadGen, rounds: *peerRounds, roundDur: *peerRound, conc: *peerConc, baseline: *baseline}}
 	if err := run(opts, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "comfyui-auth-bench:", err)
 		os.Exit(1)
@@ -109,6 +116,8 @@ type options struct {
 	gatewayBin string
 	// legitEvery is the flood's legitimate polling interval.
 	legitEvery time.Duration
+	// peers is how the peers scenario runs.
+	peers peersSpec
 }
 
 // scenarios parses -only into a set; nil means every scenario.
@@ -176,6 +185,7 @@ func run(opts options, stdout io.Writer) error {
 	defer gw.stop()
 
 	var ngURL string
+	var ngProc *proc
 	if b.nginxBin != "" {
 		upPort, _ := strconv.Atoi(upURL[strings.LastIndexByte(upURL, ':')+1:])
 		ng, u, err := b.startNginx(upPort)
@@ -184,7 +194,7 @@ func run(opts options, stdout io.Writer) error {
 			rep.Notes = append(rep.Notes, "nginx could not start: "+err.Error())
 		} else {
 			defer ng.stop()
-			ngURL = u
+			ngURL, ngProc = u, ng
 		}
 	}
 
@@ -234,6 +244,34 @@ func run(opts options, stdout io.Writer) error {
 			md := cpuTable(cells, load+" → "+loadAvg())
 			fmt.Fprint(stdout, md)
 			if err := os.WriteFile(filepath.Join(out, "cpu.md"), []byte(md), 0o644); err != nil {
+				return err
+			}
+		}
+	}
+	if only["peers"] {
+		logf("peers: direct, nginx, comfyui-auth, floor 1, Caddy, oauth2-proxy")
+		spec := opts.peers
+		if spec.rounds <= 0 {
+			spec.rounds = peersRounds
+		}
+		if spec.conc <= 0 {
+			spec.conc = 16
+		}
+		if spec.roundDur <= 0 {
+			spec.roundDur = 5 * time.Second
+		}
+		if quick {
+			spec.rounds, spec.roundDur = 2, 500*time.Millisecond
+		}
+		pr, err := b.peers(spec, up, upURL, ngProc, ngURL, gw, hashFile, string(h12), raw)
+		if err != nil {
+			rep.Notes = append(rep.Notes, "peers scenario failed: "+err.Error())
+			logf("peers scenario failed: %v", err)
+		} else {
+			rep.Peers = pr
+			md := peersTable(pr)
+			fmt.Fprint(stdout, md)
+			if err := os.WriteFile(filepath.Join(out, "peers.md"), []byte(md), 0o644); err != nil {
 				return err
 			}
 		}

@@ -24,11 +24,17 @@ type proc struct {
 }
 
 func startProc(name, logPath string, argv ...string) (*proc, error) {
+	return startProcEnv(name, logPath, nil, argv...)
+}
+
+// startProcEnv is startProc with the environment env (nil: this one's).
+func startProcEnv(name, logPath string, env []string, argv ...string) (*proc, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

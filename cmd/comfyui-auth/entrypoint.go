@@ -80,6 +80,9 @@ type entrypointConfig struct {
 	// RunAs is ComfyUI's user (COMFYUI_UID, COMFYUI_GID); nil runs ComfyUI
 	// as the entrypoint's own user.
 	RunAs *comfyUser
+	// MultiUser starts ComfyUI with --multi-user, which the gateway's
+	// --comfy-multi-user needs (COMFYUI_AUTH_MULTI_USER).
+	MultiUser bool
 	// ReapAll makes the supervisor reap every child process, not just its
 	// own two. Only PID 1 inherits orphans, so only PID 1 needs it; doing it
 	// elsewhere would steal exit statuses from the rest of the process.
@@ -98,6 +101,7 @@ $COMFYUI_COMMAND, then
 It runs in $COMFYUI_DIR (default %s). "--listen 127.0.0.1 --port <internal
 port>" is appended after ComfyUI's own arguments; argparse keeps the last
 value, so no earlier --listen or --port, however spelled, can publish it.
+With COMFYUI_AUTH_MULTI_USER on, "--multi-user" is appended too.
 
 SIGTERM and SIGINT are forwarded to both; after $COMFYUI_STOP_TIMEOUT
 (default %s) the rest is killed. If ComfyUI exits, the entrypoint exits with
@@ -150,6 +154,14 @@ func entrypointConfigFrom(args []string, environ []string) (entrypointConfig, er
 			return cfg, err
 		}
 		cfg.StopTimeout = d
+	}
+
+	if v := env["COMFYUI_AUTH_MULTI_USER"]; v != "" {
+		on, err := parseBool(v)
+		if err != nil {
+			return cfg, fmt.Errorf("COMFYUI_AUTH_MULTI_USER=%q: %v", v, err)
+		}
+		cfg.MultiUser = on
 	}
 
 	if len(args) > 0 && args[0] == "--" {
@@ -303,6 +315,22 @@ func confineToLoopback(argv []string, port int) ([]string, []string, error) {
 	out := make([]string, 0, len(argv)+4)
 	out = append(out, argv...)
 	return append(out, "--listen", "127.0.0.1", "--port", portStr), notes, nil
+}
+
+// addMultiUser appends ComfyUI's --multi-user to a command that takes
+// ComfyUI's flags (forwards) and lacks it, and says what it did: the
+// gateway's --comfy-multi-user registers users in a registry that only
+// exists in that mode.
+func addMultiUser(argv []string, forwards bool) ([]string, string) {
+	for _, a := range argv {
+		if a == "--multi-user" {
+			return argv, "ComfyUI runs with --multi-user, as COMFYUI_AUTH_MULTI_USER needs"
+		}
+	}
+	if !forwards {
+		return argv, "COMFYUI_AUTH_MULTI_USER is on but ComfyUI's command does not take ComfyUI's flags, so --multi-user cannot be added: start ComfyUI with --multi-user yourself, or every request gets 502 user_registry"
+	}
+	return append(argv, "--multi-user"), "ComfyUI gets --multi-user, appended because COMFYUI_AUTH_MULTI_USER is on"
 }
 
 // childState is one supervised process.
@@ -512,6 +540,11 @@ func superviseEntrypoint(cfg entrypointConfig, stdout, stderr io.Writer) int {
 	if err != nil {
 		s.logf("%v", err)
 		return 2
+	}
+	if cfg.MultiUser {
+		var note string
+		argv, note = addMultiUser(argv, len(argv) > len(cfg.ComfyCommand))
+		notes = append(notes, note)
 	}
 	for _, n := range notes {
 		s.logf("%s.", n)

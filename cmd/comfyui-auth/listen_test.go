@@ -139,3 +139,29 @@ func TestScriptsThatPublishComfyUIAreRefusedInEveryForm(t *testing.T) {
 		}
 	}
 }
+
+// TestMultiUserIsAddedToComfyUIsCommand: COMFYUI_AUTH_MULTI_USER starts
+// ComfyUI with --multi-user, once, when its command takes ComfyUI's flags.
+func TestMultiUserIsAddedToComfyUIsCommand(t *testing.T) {
+	cfg, err := entrypointConfigFrom([]string{"python", "main.py"}, []string{"COMFYUI_AUTH_MULTI_USER=yes"})
+	if err != nil || !cfg.MultiUser {
+		t.Fatalf("MultiUser %v, err %v", cfg.MultiUser, err)
+	}
+	if _, err := entrypointConfigFrom(nil, []string{"COMFYUI_AUTH_MULTI_USER=maybe"}); err == nil {
+		t.Fatal("a bad boolean was accepted")
+	}
+	tests := []struct {
+		in, want string
+		forwards bool
+	}{
+		{"python main.py --listen 127.0.0.1 --port 8189", "python main.py --listen 127.0.0.1 --port 8189 --multi-user", true},
+		{"python main.py --multi-user --listen 127.0.0.1 --port 8189", "python main.py --multi-user --listen 127.0.0.1 --port 8189", true},
+		{"bash -c run-comfy", "bash -c run-comfy", false},
+	}
+	for _, tt := range tests {
+		got, note := addMultiUser(strings.Fields(tt.in), tt.forwards)
+		if strings.Join(got, " ") != tt.want || note == "" {
+			t.Errorf("%q: %q (%s), want %q", tt.in, got, note, tt.want)
+		}
+	}
+}

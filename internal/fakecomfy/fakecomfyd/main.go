@@ -1,7 +1,8 @@
 // Command fakecomfyd runs the fake ComfyUI as a process, for end-to-end tests
 // that start the gateway and its upstream the way a deployment does. It takes
 // ComfyUI's main.py command line: --listen and --port are honoured,
-// --max-upload-size too, and every other ComfyUI flag is accepted and ignored
+// --max-upload-size and --multi-user too (users.json starts empty, in memory),
+// and every other ComfyUI flag is accepted and ignored
 // so a compose file or entrypoint written for the real ComfyUI runs unchanged.
 //
 // --fake-broadcast-every D is the fake's own flag, for the websocket
@@ -34,6 +35,7 @@ type config struct {
 	port          int
 	maxUploadSize int64
 	broadcast     time.Duration
+	multiUser     bool
 }
 
 // parseArgs reads main.py's flags. "--listen" alone means "0.0.0.0,::", as
@@ -46,6 +48,10 @@ func parseArgs(args []string) (config, error) {
 		arg := args[i]
 		if !strings.HasPrefix(arg, "-") {
 			continue // a stray value; ComfyUI has no positional arguments
+		}
+		if arg == "--multi-user" {
+			cfg.multiUser = true // a switch: the next argument is not its value
+			continue
 		}
 		name, value, hasValue := strings.Cut(arg, "=")
 		if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
@@ -102,6 +108,7 @@ func run() error {
 	}
 	fake := fakecomfy.New(fakecomfy.Options{
 		MaxUploadSize: cfg.maxUploadSize,
+		MultiUser:     cfg.multiUser,
 		Argv:          append([]string{"main.py"}, os.Args[1:]...),
 	})
 	defer fake.Close()

@@ -24,6 +24,7 @@ func TestParseArgsTakesComfyUIFlagsAndIgnoresTheRest(t *testing.T) {
 		}, []string{"127.0.0.1"}, 9000, 0, false},
 		{"max upload size in MB", []string{"--max-upload-size", "2"}, []string{"127.0.0.1"}, 8188, 2 << 20, false},
 		{"bad port", []string{"--port", "http"}, nil, 0, 0, true},
+		{"--multi-user is a switch", []string{"--multi-user", "--port", "7"}, []string{"127.0.0.1"}, 7, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -33,6 +34,9 @@ func TestParseArgsTakesComfyUIFlagsAndIgnoresTheRest(t *testing.T) {
 			}
 			if tt.wantErr {
 				return
+			}
+			if cfg.multiUser != slices.Contains(tt.args, "--multi-user") {
+				t.Fatalf("multiUser %v for %v", cfg.multiUser, tt.args)
 			}
 			if !slices.Equal(cfg.listen, tt.wantListen) || cfg.port != tt.wantPort || cfg.maxUploadSize != tt.wantMax {
 				t.Fatalf("got listen %v port %d max %d, want %v %d %d", cfg.listen, cfg.port, cfg.maxUploadSize, tt.wantListen, tt.wantPort, tt.wantMax)
