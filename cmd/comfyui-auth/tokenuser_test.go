@@ -127,6 +127,18 @@ func TestTokenUserLifecycleThroughTheCLI(t *testing.T) {
 	if code, s := checkToken(t, hashFile, newAlice); code != 0 {
 		t.Fatalf("alice's new token after retiring: exit %d: %s", code, s)
 	}
+	// --keep-old waits (on a timer), then retires alice's old line itself.
+	if code, out, errs = tokenRun(t, "", "rotate", "--user", "alice", "--keep-old", "50ms", "--hash-file", hashFile, "--cost", "4"); code != 0 ||
+		!strings.Contains(out, "both tokens are valid until") || !strings.Contains(out, "retired 1 old line") {
+		t.Fatalf("rotate --user alice --keep-old: exit %d: %s%s", code, out, errs)
+	}
+	newest := readUserToken(t, filepath.Join(tokens, "alice.token"), "alice")
+	if code, s := checkToken(t, hashFile, newAlice); code != 1 {
+		t.Fatalf("alice's previous token after --keep-old: exit %d: %s", code, s)
+	}
+	if code, s := checkToken(t, hashFile, newest); code != 0 {
+		t.Fatalf("alice's newest token after --keep-old: exit %d: %s", code, s)
+	}
 
 	// token users lists who has access, with no secret.
 	code, out, errs = tokenRun(t, "", "users", "--hash-file", hashFile)
