@@ -33,7 +33,9 @@ Usage:
   comfyui-auth entrypoint            container entrypoint: run ComfyUI on loopback and the gateway
   comfyui-auth token generate        make a raw token (.env.generated) and its bcrypt hash file
   comfyui-auth token rotate          add a new token beside the old one, then retire the old one
-  comfyui-auth token check           say why a token does or does not match the hash file
+  comfyui-auth token check           say whose a token is, or why the hash file does not accept it
+  comfyui-auth token ... --user NAME a named user's token: generate, rotate, revoke (see token help)
+  comfyui-auth token users           list the named users and their lines, no secret
   comfyui-auth hash                  print the bcrypt hash of a password read from stdin
   comfyui-auth probe --url U         call a running gateway and explain its answer (401, 502, ...)
   comfyui-auth version               print the version

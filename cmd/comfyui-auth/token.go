@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +23,12 @@ const tokenUsage = `Usage:
   comfyui-auth token generate [--out-dir .secrets] [--name qwen-api-user] [--cost 12] [--force] [--compose-env]
   comfyui-auth token rotate   [--hash-file F] [--keep-old DURATION | --retire-old]
   comfyui-auth token check    [--hash-file F] [--token T]
+
+Named users (one credential file, a client token file per user):
+  comfyui-auth token generate --user NAME | --users-from FILE [--hash-file F] [--tokens-dir D] [--force]
+  comfyui-auth token rotate   --user NAME [--hash-file F] [--tokens-dir D] [--keep-old DURATION | --retire-old]
+  comfyui-auth token revoke   --user NAME [--hash-file F] [--tokens-dir D]
+  comfyui-auth token users    [--hash-file F] [--tokens-dir D]     who has access (no secret printed)
 `
 
 // tokenAlphabet is RFC 3986's unreserved set minus `.` and `~`: nothing in it
@@ -44,9 +51,13 @@ func runToken(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "generate":
-		return runTokenGenerate(args[1:], stdout, stderr)
+		return runTokenGenerate(args[1:], stdin, stdout, stderr)
 	case "rotate":
 		return runTokenRotate(context.Background(), args[1:], stdout, stderr)
+	case "revoke":
+		return runTokenRevoke(args[1:], stdout, stderr)
+	case "users":
+		return runTokenUsers(args[1:], stdout, stderr)
 	case "check":
 		return runTokenCheck(args[1:], stdin, os.LookupEnv, stdout, stderr)
 	case "help", "-h", "--help":
@@ -152,18 +163,46 @@ func curlLine(envFile, varName string) string {
 	return fmt.Sprintf(`curl -H "Authorization: Bearer $(sed -n 's/^%s=//p' %s)" http://localhost:8188/system_stats`, varName, shellQuote(envFile))
 }
 
-func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
+func runTokenGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("comfyui-auth token generate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	outDir := fs.String("out-dir", ".secrets", "`directory` for .env.generated (raw token) and <name>.token (hash)")
 	name := fs.String("name", "qwen-api-user", "credential `name`: the hash goes to <name>.token, the token to <NAME>_TOKEN")
 	cost := fs.Int("cost", 12, "bcrypt `cost` (10..14)")
-	force := boolFlag(fs, "force", "overwrite existing files (clients holding the old token get 401; see `token rotate` to avoid that)")
+	force := boolFlag(fs, "force", "overwrite existing files (clients holding the old token get 401; see `token rotate` to avoid that); with --user, replace the user's lines")
 	composeEnv := boolFlag(fs, "compose-env", "also print the hash escaped for a Compose .env (each `$` doubled)")
+	user := fs.String("user", "", "make a named user `NAME`: add NAME:<hash> to the credential file and write NAME:<secret> to <tokens-dir>/NAME.token")
+	usersFrom := fs.String("users-from", "", "make every user named in `FILE` (one name per line, # comments; - reads stdin) in one write")
+	userHashFile := fs.String("hash-file", defaultHashFile(os.LookupEnv), "with --user: the credential `file` to edit in place, created if missing (COMFYUI_AUTH_TOKEN_FILE)")
+	tokensDir := fs.String("tokens-dir", "", "with --user: `folder` for the client token files (default: tokens/ beside the credential file)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
 	if !checkCost(*cost, stderr, fs.Name()) {
+		return 2
+	}
+	set := explicitFlags(fs)
+	if *user != "" || *usersFrom != "" {
+		if c := conflicting(set, "out-dir", "name", "compose-env"); c != "" {
+			fmt.Fprintf(stderr, "%s: %s is for the single unnamed token; with --user the credential file is --hash-file and the client tokens go to --tokens-dir\n", fs.Name(), c)
+			return 2
+		}
+		if *user != "" && *usersFrom != "" {
+			fmt.Fprintf(stderr, "%s: --user and --users-from exclude each other: put every name in the file\n", fs.Name())
+			return 2
+		}
+		names := []string{*user}
+		if *usersFrom != "" {
+			var err error
+			if names, err = readUsersFrom(*usersFrom, stdin); err != nil {
+				fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+				return 2
+			}
+		}
+		return runUserGenerate(names, userOpts{cmd: fs.Name(), hashFile: *userHashFile, tokensDir: *tokensDir, cost: *cost, force: *force}, stdout, stderr)
+	}
+	if c := conflicting(set, "hash-file", "tokens-dir"); c != "" {
+		fmt.Fprintf(stderr, "%s: %s goes with --user NAME; without it, generate writes <out-dir>/<name>.token and <out-dir>/.env.generated\n", fs.Name(), c)
 		return 2
 	}
 	if *name == "" || strings.ContainsAny(*name, `/\`) {
@@ -174,7 +213,15 @@ func runTokenGenerate(args []string, stdout, stderr io.Writer) int {
 	hashFile := filepath.Join(*outDir, *name+".token")
 	varName := envVarFor(*name)
 
-	if !*force {
+	if *force {
+		// The pair replaces the whole hash file: named users in it would
+		// lose their access without a word.
+		if creds, err := hashstore.ReadFile(hashFile); err == nil && hasNamedLines(creds) {
+			fmt.Fprintf(stderr, "%s: %s holds named users' lines (%s), which --force would remove; nothing was written: use `comfyui-auth token rotate --hash-file %s` for the unnamed token, `token generate --user NAME` for a user\n",
+				fs.Name(), hashFile, usersOf(creds), shellQuote(hashFile))
+			return 1
+		}
+	} else {
 		for _, p := range []string{envFile, hashFile} {
 			if _, err := os.Lstat(p); err == nil {
 				fmt.Fprintf(stderr, "%s: %s already exists; nothing was written. Pass --force to replace the pair (clients holding the old token then get 401), or use `comfyui-auth token rotate --hash-file %s` to change it without downtime\n",
@@ -263,8 +310,19 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	keepOld := durationFlag(fs, "keep-old", 0, "after adding the new hash, wait this `long`, then remove the old hashes (Ctrl-C keeps both)")
 	retireOld := boolFlag(fs, "retire-old", "only remove every hash but the newest; run it once every client uses the new token")
 	cost := fs.Int("cost", 12, "bcrypt `cost` for the new hash (10..14)")
+	user := fs.String("user", "", "rotate named user `NAME`'s token: its new NAME:<secret> goes to <tokens-dir>/NAME.token")
+	tokensDir := fs.String("tokens-dir", "", "with --user: `folder` of the client token files (default: tokens/ beside the credential file)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
+	}
+	set := explicitFlags(fs)
+	if *user != "" && set["env-file"] {
+		fmt.Fprintf(stderr, "%s: --env-file is for the unnamed token; a user's token goes to <tokens-dir>/%s.token (see --tokens-dir)\n", fs.Name(), *user)
+		return 2
+	}
+	if *user == "" && set["tokens-dir"] {
+		fmt.Fprintf(stderr, "%s: --tokens-dir goes with --user NAME\n", fs.Name())
+		return 2
 	}
 	if *retireOld && *keepOld != 0 {
 		fmt.Fprintf(stderr, "%s: --keep-old and --retire-old exclude each other: --keep-old adds a token and retires later, --retire-old only retires\n", fs.Name())
@@ -277,8 +335,21 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if !checkCost(*cost, stderr, fs.Name()) {
 		return 2
 	}
+	if *user != "" {
+		o := userOpts{cmd: fs.Name(), hashFile: *hashFile, tokensDir: *tokensDir, cost: *cost}
+		if *retireOld {
+			return retireUser(*user, o, stdout, stderr)
+		}
+		return runUserRotate(ctx, *user, o, *keepOld != 0, keepOldFor(*keepOld, stdout), stdout, stderr)
+	}
 	if *retireOld {
 		return retire(*hashFile, stdout, stderr)
+	}
+	// Rotating the unnamed token of a file without bare lines would add an
+	// unnamed credential nobody asked for.
+	if creds, err := hashstore.ReadFile(*hashFile); err == nil && hasNamedLines(creds) && !slices.Contains(creds.Users, "") {
+		fmt.Fprintf(stderr, "%s: %s holds named users only (%s); nothing was changed: rotate a user's token with --user NAME\n", fs.Name(), *hashFile, usersOf(creds))
+		return 1
 	}
 
 	if *envFile == "" {
@@ -303,7 +374,16 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "%s: %v; nothing was changed\n", fs.Name(), err)
 		return 1
 	}
+	unlock, err := lockCredentialDir(*hashFile, stderr, fs.Name())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		if rerr := restoreEnvFile(*envFile, oldEnv, envExisted); rerr != nil {
+			fmt.Fprintf(stderr, "%s: putting the token file back failed too: %v; %s\n", fs.Name(), rerr, envFixHint(*envFile, envExisted))
+		}
+		return 1
+	}
 	creds, err := hashstore.AppendHash(*hashFile, hash)
+	unlock()
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
 		if rerr := restoreEnvFile(*envFile, oldEnv, envExisted); rerr != nil {
@@ -320,28 +400,40 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "added hash %d (fingerprint %s) to %s in place; the running gateway reloads it without restart, and the old token stays valid\n", len(creds.Hashes), fp, *hashFile)
 	fmt.Fprintf(stdout, "new raw token: %s (mode 0600, %s); move clients to it:\n  %s\n", *envFile, varName, curlLine(*envFile, varName))
+	retireCmd := "comfyui-auth token rotate --retire-old --hash-file " + shellQuote(*hashFile)
 	if *keepOld == 0 {
-		fmt.Fprintf(stdout, "once every client uses the new token, remove the old hash: comfyui-auth token rotate --retire-old --hash-file %s\n", shellQuote(*hashFile))
+		fmt.Fprintf(stdout, "once every client uses the new token, remove the old hash: %s\n", retireCmd)
 		return 0
 	}
+	return keepOldFor(*keepOld, stdout)(ctx, retireCmd, func() int { return retire(*hashFile, stdout, stderr) })
+}
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	deadline := time.Now().Add(*keepOld)
-	fmt.Fprintf(stdout, "both tokens are valid until %s; then the old hash is removed (Ctrl-C keeps both valid)\n", deadline.Format("15:04:05"))
-	tick := time.NewTicker(progressEvery(*keepOld))
-	defer tick.Stop()
-	done := time.NewTimer(*keepOld)
-	defer done.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fmt.Fprintf(stdout, "interrupted: the old and the new token both stay valid; retire the old one later with: comfyui-auth token rotate --retire-old --hash-file %s\n", shellQuote(*hashFile))
-			return 1
-		case <-tick.C:
-			fmt.Fprintf(stdout, "  %s left before the old token is retired\n", time.Until(deadline).Round(time.Second))
-		case <-done.C:
-			return retire(*hashFile, stdout, stderr)
+// keepOldWait waits while the old and the new token are both valid, then
+// calls retire; interrupted, it leaves both valid and prints retireCmd for
+// later.
+type keepOldWait func(ctx context.Context, retireCmd string, retire func() int) int
+
+// keepOldFor is the --keep-old wait: d long, with about ten progress lines.
+func keepOldFor(d time.Duration, stdout io.Writer) keepOldWait {
+	return func(ctx context.Context, retireCmd string, retire func() int) int {
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		deadline := time.Now().Add(d)
+		fmt.Fprintf(stdout, "both tokens are valid until %s; then the old hash is removed (Ctrl-C keeps both valid)\n", deadline.Format("15:04:05"))
+		tick := time.NewTicker(progressEvery(d))
+		defer tick.Stop()
+		done := time.NewTimer(d)
+		defer done.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				fmt.Fprintf(stdout, "interrupted: the old and the new token both stay valid; retire the old one later with: %s\n", retireCmd)
+				return 1
+			case <-tick.C:
+				fmt.Fprintf(stdout, "  %s left before the old token is retired\n", time.Until(deadline).Round(time.Second))
+			case <-done.C:
+				return retire()
+			}
 		}
 	}
 }
@@ -378,6 +470,12 @@ func progressEvery(d time.Duration) time.Duration {
 }
 
 func retire(hashFile string, stdout, stderr io.Writer) int {
+	unlock, err := lockCredentialDir(hashFile, stderr, "comfyui-auth token rotate")
+	if err != nil {
+		fmt.Fprintf(stderr, "comfyui-auth token rotate: %v\n", err)
+		return 1
+	}
+	defer unlock()
 	removed, kept, err := hashstore.RetireOld(hashFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "comfyui-auth token rotate: %v\n", err)
@@ -411,7 +509,7 @@ func runTokenCheck(args []string, stdin io.Reader, getenv env, stdout, stderr io
 		return 2
 	}
 	d := hashstore.DiagnoseFile(*hashFile, value, *acceptHash)
-	fmt.Fprintf(stdout, "%s: %s\n", source, d.Sentence())
+	fmt.Fprintf(stdout, "%s: %s\n", source, checkSentence(d, value))
 	if d.OK() {
 		return 0
 	}

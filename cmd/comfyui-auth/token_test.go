@@ -174,6 +174,8 @@ func TestUsageErrorsExitTwoAndHelpExitsZero(t *testing.T) {
 		{[]string{"token", "generate", "--help"}, 0},
 		{[]string{"token", "rotate", "--help"}, 0},
 		{[]string{"token", "check", "--help"}, 0},
+		{[]string{"token", "revoke", "--help"}, 0},
+		{[]string{"token", "users", "--help"}, 0},
 		{[]string{"hash", "--help"}, 0},
 		{[]string{"probe", "--help"}, 0},
 		{[]string{"token", "generate", "--cost", "15"}, 2},
