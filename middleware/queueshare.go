@@ -154,8 +154,12 @@ type queueTag struct {
 // TagPrompt returns a POST /prompt body with the queue tag of user: the
 // last prompt_id, if a non-empty string, is kept (ComfyUI reads the last
 // of duplicate keys), else a new UUID is set; extra_data loses every
-// client QueueTagKey and gets the gateway's. Other members keep their
-// bytes and order.
+// client QueueTagKey and gets the gateway's. For a named user or a guest,
+// `front` and `number` are dropped: ComfyUI runs the lowest number first
+// and takes both from the client, so a student keeping one prompt at the
+// front while another runs would hold the GPU whatever their share; their
+// prompts go behind those already pending. The operator (UserDefault)
+// keeps both. Other members keep their bytes and order.
 func TagPrompt(body, key []byte, user string) ([]byte, error) {
 	ms, err := readObject(body)
 	if err != nil {
@@ -163,9 +167,14 @@ func TagPrompt(body, key []byte, user string) ([]byte, error) {
 	}
 	promptID := ""
 	var extra json.RawMessage
+	student := user != "" && user != UserDefault
 	kept := ms[:0]
 	for _, m := range ms {
 		switch m.key {
+		case "front", "number":
+			if !student {
+				kept = append(kept, m)
+			}
 		case "prompt_id":
 			promptID = ""
 			_ = json.Unmarshal(m.val, &promptID)

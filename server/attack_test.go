@@ -1,0 +1,59 @@
+package server
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+)
+
+// TestStudentsCannotJumpTheQueue: a named user's or a guest's `front` and
+// `number` (ComfyUI's "Queue (Front)" and a prompt's explicit place) are
+// dropped, so their prompt goes behind the prompts already pending; with
+// them a student holding two prompts, one running and one at the front,
+// would keep the GPU to themselves whatever --max-queued-prompts says.
+// The operator (the bare hash lines) keeps both.
+func TestStudentsCannotJumpTheQueue(t *testing.T) {
+	for _, mode := range classModes {
+		t.Run(mode.name, func(t *testing.T) {
+			c := startClass(t, mode.configure)
+			b1 := c.queue(t, c.bob, "B")
+			jumps := []struct{ who, body string }{
+				{c.alice, `{"prompt":{"1":{"class_type":"A","inputs":{}}},"front":true}`},
+				{c.alice, `{"prompt":{"1":{"class_type":"A","inputs":{}}},"number":-1e9}`},
+				{c.alice, `{"number":-5,"prompt":{"1":{"class_type":"A","inputs":{}}},"front":true,"front":true}`},
+				{c.guest, `{"prompt":{"1":{"class_type":"G","inputs":{}}},"front":true}`},
+			}
+			var late []string
+			for _, j := range jumps {
+				st, b := c.post(t, "/prompt", j.body, j.who)
+				if st != 200 {
+					t.Fatalf("POST /prompt %s: %d %s", j.body, st, b)
+				}
+				late = append(late, promptID(t, b))
+			}
+			want := append([]string{b1}, late...)
+			if got := ids(t, c.gateway); !slices.Equal(got, want) {
+				t.Fatalf("queue %v, want %v: a student's front or number put their prompt ahead of bob's", got, want)
+			}
+			st, b := c.post(t, "/prompt", `{"prompt":{"1":{"class_type":"O","inputs":{}}},"front":true}`, c.operator)
+			if st != 200 {
+				t.Fatalf("operator's front prompt: %d %s", st, b)
+			}
+			if got := ids(t, c.gateway); len(got) == 0 || got[0] != promptID(t, b) {
+				t.Fatalf("queue %v: the operator's front prompt is not first", got)
+			}
+		})
+	}
+}
+
+// promptID is the prompt_id of ComfyUI's POST /prompt answer.
+func promptID(t *testing.T, answer string) string {
+	t.Helper()
+	var m struct {
+		PromptID string `json:"prompt_id"`
+	}
+	if json.Unmarshal([]byte(answer), &m) != nil || m.PromptID == "" {
+		t.Fatalf("no prompt_id in %s", answer)
+	}
+	return m.PromptID
+}
