@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"net/http"
 	"slices"
 	"testing"
 )
@@ -56,4 +57,35 @@ func promptID(t *testing.T, answer string) string {
 		t.Fatalf("no prompt_id in %s", answer)
 	}
 	return m.PromptID
+}
+
+// TestOneChosenPromptIDDoesNotMultiplyTheShare: the queue share counts a
+// user's distinct prompt ids, and a client may choose its prompt_id, so a
+// user sending every prompt under one id of their own would be counted
+// once however many ComfyUI queues. A prompt whose chosen id is already in
+// ComfyUI's queue is refused 409 prompt_id_taken, for a named user and
+// for the bare-line holder alike, so the share holds.
+func TestOneChosenPromptIDDoesNotMultiplyTheShare(t *testing.T) {
+	c := startClass(t, func(cfg *Config) { cfg.MaxQueuedPrompts = 2 })
+	for _, who := range []struct{ name, header, id string }{
+		{"alice", c.alice, "aaaaaaaa-0000-4000-8000-000000000001"},
+		{"operator", c.operator, "bbbbbbbb-0000-4000-8000-000000000002"},
+	} {
+		body := `{"prompt":{"1":{"class_type":"A","inputs":{}}},"prompt_id":"` + who.id + `"}`
+		var statuses []int
+		for i := 0; i < 5; i++ {
+			st, _ := c.post(t, "/prompt", body, who.header)
+			statuses = append(statuses, st)
+		}
+		n := 0
+		for _, id := range ids(t, c.gateway) {
+			if id == who.id {
+				n++
+			}
+		}
+		if n != 1 || statuses[0] != 200 || statuses[1] != http.StatusConflict {
+			t.Fatalf("%s sent 5 prompts under one prompt_id with a share of 2: statuses %v, %d queued under it; want 200 then 409 and one queued",
+				who.name, statuses, n)
+		}
+	}
 }
