@@ -1,7 +1,14 @@
 package server
 
 import (
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"encoding/json"
+	"github.com/comfyui-auth/comfyui-auth/internal/fakecomfy"
 	"net/http"
 	"slices"
 	"testing"
@@ -86,6 +93,65 @@ func TestOneChosenPromptIDDoesNotMultiplyTheShare(t *testing.T) {
 		if n != 1 || statuses[0] != 200 || statuses[1] != http.StatusConflict {
 			t.Fatalf("%s sent 5 prompts under one prompt_id with a share of 2: statuses %v, %d queued under it; want 200 then 409 and one queued",
 				who.name, statuses, n)
+		}
+	}
+}
+
+// TestManyQueueViewsAtOnceAreHeldFewAtATime: each student's GET /queue is
+// held whole (up to 64 MiB) to hide other users' prompts, so one client
+// opening many connections to ask for a large queue together would make
+// the gateway hold that many copies of it. Sixteen views asked at once
+// reach ComfyUI at most maxWholeReads at a time; the others wait their
+// turn, and all are answered.
+func TestManyQueueViewsAtOnceAreHeldFewAtATime(t *testing.T) {
+	const views = 16
+	var inFlight, most atomic.Int64
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open)
+	c := newClassFile(t)
+	g := startGateway(t, gatewayOpts{hashContent: ptr(c.content()),
+		fake: fakecomfy.Options{MultiUser: true, HoldQueue: true, Delay: func(r *http.Request) time.Duration {
+			if r.Method == http.MethodGet && r.URL.Path == "/queue" {
+				n := inFlight.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+				}
+				inFlight.Add(-1)
+			}
+			return 0
+		}},
+		configure: func(cfg *Config) { cfg.ComfyMultiUser = true; cfg.MaxLoginAttempts = 0 }})
+	alice := "Authorization: Bearer alice:" + c.alice
+	statuses := make(chan int, views)
+	for i := 0; i < views; i++ {
+		go func() {
+			req, _ := http.NewRequest("GET", g.URL+"/queue", nil)
+			req.Header.Set("Authorization", strings.TrimPrefix(alice, "Authorization: "))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	eventually(t, 20*time.Second, "every view at ComfyUI or waiting its turn", func() bool {
+		return inFlight.Load()+g.Server.wholeReads.Waiting() == views
+	})
+	if m := most.Load(); m > maxWholeReads {
+		t.Fatalf("%d student views of the queue reached ComfyUI at once, want at most %d", m, maxWholeReads)
+	}
+	open()
+	for i := 0; i < views; i++ {
+		if st := <-statuses; st != 200 {
+			t.Fatalf("a view answered %d, want 200", st)
 		}
 	}
 }
