@@ -13,33 +13,38 @@ import (
 // GET /queue and /history answers read or rewritten per user (up to
 // MaxOwnAnswerBytes each). Without a bound, one client's few hundred
 // connections asking for a large queue at once would hold that many
-// copies of it.
+// copies of it. Each user (Info.User; all guests are one) holds one turn
+// at a time, so one user's flood of such requests waits behind itself and
+// leaves the other turns to everyone else.
 type WholeReads struct {
 	slots   chan struct{}
+	users   userLocks
 	waiting atomic.Int64
 }
 
 // NewWholeReads admits n such requests at once; the others wait their turn.
 func NewWholeReads(n int) *WholeReads {
-	return &WholeReads{slots: make(chan struct{}, n)}
+	return &WholeReads{slots: make(chan struct{}, n), users: userLocks{held: map[string]*userLock{}}}
 }
 
 // Waiting is how many requests wait for a turn now.
 func (b *WholeReads) Waiting() int64 { return b.waiting.Load() }
 
-func (b *WholeReads) acquire(ctx context.Context) bool {
-	select {
-	case b.slots <- struct{}{}:
-		return true
-	default:
-	}
+// acquire waits for user's turn and then a free slot; release gives both
+// back. ok is false when ctx ended first.
+func (b *WholeReads) acquire(ctx context.Context, user string) (release func(), ok bool) {
 	b.waiting.Add(1)
 	defer b.waiting.Add(-1)
+	unlock, ok := b.users.lock(ctx, user)
+	if !ok {
+		return nil, false
+	}
 	select {
 	case b.slots <- struct{}{}:
-		return true
+		return func() { <-b.slots; unlock() }, true
 	case <-ctx.Done():
-		return false
+		unlock()
+		return nil, false
 	}
 }
 
@@ -53,12 +58,13 @@ func BoundWholeReads(b *WholeReads) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r)
 				return
 			}
-			if !b.acquire(r.Context()) {
+			release, ok := b.acquire(r.Context(), InfoFrom(r).User)
+			if !ok {
 				InfoFrom(r).Reason = "client closed the request"
 				w.WriteHeader(499)
 				return
 			}
-			defer func() { <-b.slots }()
+			defer release()
 			next.ServeHTTP(w, r)
 		})
 	}
