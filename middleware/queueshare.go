@@ -106,9 +106,17 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 				o.QueueFailed(w, r, err)
 				return
 			}
-			counts, err := CountQueued(raw, o.Key)
+			counts, inQueue, err := countQueued(raw, o.Key)
 			if err != nil {
 				o.QueueFailed(w, r, fmt.Errorf("GET /queue is not ComfyUI's queue: %w", err))
+				return
+			}
+			// The count is of distinct prompt ids, so a second prompt under
+			// an id already queued would not count: one id, one prompt.
+			if id := ChosenPromptID(body); id != "" && inQueue[id] {
+				info.Reason = "queue share: prompt_id already queued"
+				Refuse(w, r, http.StatusConflict, CodePromptIDTaken, "The prompt id is taken.",
+					"prompt_id "+strconv.Quote(id)+" is already in ComfyUI's queue, and a second prompt under it would escape the queue share (--max-queued-prompts); leave prompt_id out to get a new one, or choose a new UUID")
 				return
 			}
 			if n := counts[user]; n >= o.Max {
@@ -154,8 +162,12 @@ type queueTag struct {
 // TagPrompt returns a POST /prompt body with the queue tag of user: the
 // last prompt_id, if a non-empty string, is kept (ComfyUI reads the last
 // of duplicate keys), else a new UUID is set; extra_data loses every
-// client QueueTagKey and gets the gateway's. Other members keep their
-// bytes and order.
+// client QueueTagKey and gets the gateway's. For a named user or a guest,
+// `front` and `number` are dropped: ComfyUI runs the lowest number first
+// and takes both from the client, so a student keeping one prompt at the
+// front while another runs would hold the GPU whatever their share; their
+// prompts go behind those already pending. The operator (UserDefault)
+// keeps both. Other members keep their bytes and order.
 func TagPrompt(body, key []byte, user string) ([]byte, error) {
 	ms, err := readObject(body)
 	if err != nil {
@@ -163,9 +175,14 @@ func TagPrompt(body, key []byte, user string) ([]byte, error) {
 	}
 	promptID := ""
 	var extra json.RawMessage
+	student := user != "" && user != UserDefault
 	kept := ms[:0]
 	for _, m := range ms {
 		switch m.key {
+		case "front", "number":
+			if !student {
+				kept = append(kept, m)
+			}
 		case "prompt_id":
 			promptID = ""
 			_ = json.Unmarshal(m.val, &promptID)
@@ -213,6 +230,13 @@ func newPromptID() string {
 // that verifies under key. Untagged items and forged tags count for no one.
 // An answer without both lists is an error.
 func CountQueued(raw, key []byte) (map[string]int, error) {
+	counts, _, err := countQueued(raw, key)
+	return counts, err
+}
+
+// countQueued is CountQueued, with the set of every prompt id in the
+// queue, tagged or not.
+func countQueued(raw, key []byte) (map[string]int, map[string]bool, error) {
 	// One decode of the whole answer: the prompts, most of its bytes, are
 	// scanned twice (validation, then decoding) and never parsed further.
 	var q struct {
@@ -220,15 +244,20 @@ func CountQueued(raw, key []byte) (map[string]int, error) {
 		Pending *[][]json.RawMessage `json:"queue_pending"`
 	}
 	if err := json.Unmarshal(raw, &q); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if q.Running == nil || q.Pending == nil {
-		return nil, errors.New("queue_running or queue_pending is missing")
+		return nil, nil, errors.New("queue_running or queue_pending is missing")
 	}
+	inQueue := map[string]bool{}
 	type owned struct{ user, id string }
 	seen := map[owned]bool{}
 	for _, items := range [][][]json.RawMessage{*q.Running, *q.Pending} {
 		for _, tuple := range items {
+			var id string
+			if len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil {
+				inQueue[id] = true
+			}
 			if user, id, ok := taggedItem(tuple, key); ok {
 				seen[owned{user, id}] = true
 			}
@@ -238,7 +267,7 @@ func CountQueued(raw, key []byte) (map[string]int, error) {
 	for o := range seen {
 		counts[o.user]++
 	}
-	return counts, nil
+	return counts, inQueue, nil
 }
 
 // taggedItem reads one (number, prompt_id, prompt, extra_data, outputs)

@@ -85,6 +85,7 @@ func FuzzTagPrompt(f *testing.F) {
 	f.Add([]byte(`{"prompt":{"1":{"class_type":"X"}},"client_id":"c"}`), "alice")
 	f.Add([]byte(`{"prompt":{},"prompt_id":5,"extra_data":{"comfyui_auth":{"user":"bob","mac":"x"},"comfyui_auth":1}}`), "guest")
 	f.Add([]byte(`{"extra_data":null,"extra_data":{"a":1},"prompt_id":"a","prompt_id":"b"}`), "default")
+	f.Add([]byte(`{"prompt":{},"front":true,"number":-1e308,"front":1}`), "alice")
 	key := []byte("fuzz key")
 	f.Fuzz(func(t *testing.T, body []byte, user string) {
 		if strings.ContainsRune(user, 0) || !utf8.ValidString(user) {
@@ -97,6 +98,9 @@ func FuzzTagPrompt(f *testing.F) {
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(out, &m); err != nil {
 			t.Fatalf("tagged %q is not JSON: %v", out, err)
+		}
+		if _, front := m["front"]; user != "" && user != UserDefault && (front || m["number"] != nil) {
+			t.Fatalf("user %q keeps front or number: %s", user, out)
 		}
 		var id string
 		if err := json.Unmarshal(m["prompt_id"], &id); err != nil || id == "" {

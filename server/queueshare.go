@@ -18,6 +18,13 @@ import (
 // count a user's prompts; ComfyUI's answer holds every queued prompt whole.
 const maxQueueAnswerBytes = 64 << 20
 
+// maxWholeReads is how many prompts, queue and history edits and per-user
+// views of the queue and history are handled at once: each may hold a
+// 32 MiB prompt or a 64 MiB answer of ComfyUI's with its decoded copy, so
+// four keep that under about 1 GiB however many clients ask together; the
+// others wait their turn.
+const maxWholeReads = 4
+
 // queueTagKey derives the queue share's tag key from the session key, so
 // it lasts exactly as long as sessions do.
 func queueTagKey(sessionKey []byte) []byte {
@@ -48,6 +55,7 @@ func (s *Server) setUpComfyUsers() {
 	if !s.queueKeyKept {
 		s.logger.Warn().Msg("prompts are tagged with their user (--comfy-multi-user or --max-queued-prompts) under a key derived from the session key, which changes at each restart (no SECRET_KEY, --secret-key-file or --state-dir): prompts queued before a restart are not counted after it, and their users can no longer delete or see them")
 	}
+	s.wholeReads = middleware.NewWholeReads(maxWholeReads)
 	queueURL := *s.upstream
 	queueURL.Path = "/queue"
 	s.queueShare = middleware.QueueShare(middleware.QueueShareOptions{

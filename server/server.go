@@ -81,6 +81,8 @@ type Server struct {
 	ownPrompts   func(http.Handler) http.Handler
 	queueKey     []byte
 	queueKeyKept bool
+	// wholeReads bounds the requests those two hold whole at once.
+	wholeReads *middleware.WholeReads
 }
 
 // New validates cfg, loads the credentials and builds the handler. It does
@@ -235,6 +237,9 @@ func (s *Server) routes() http.Handler {
 		}
 		if s.comfyUsers != nil {
 			r.Use(s.bindComfyUser)
+		}
+		if s.queueShare != nil {
+			r.Use(middleware.BoundWholeReads(s.wholeReads))
 		}
 		// Own prompts first: it judges the prompt_id a client chose,
 		// before the queue share sets one on every prompt.
