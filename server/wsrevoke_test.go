@@ -19,13 +19,19 @@ import (
 // one by a session cookie from the login form. Once bob's line is removed
 // from the hash file, the reload closes both of bob's websockets (he stops
 // receiving progress and previews), logs one line per socket naming bob,
-// and alice's websockets go on echoing. A bad file the gateway refuses
+// and alice's websockets go on echoing, as does one opened with the bare
+// line's hash as the token (ComfyUI-Login's compatibility), until that
+// line is removed in turn. A bad file the gateway refuses
 // before that closes nothing.
 func TestRevokingAUserClosesTheirOpenWebsockets(t *testing.T) {
 	const aliceTok, bobTok = "alice-secret-0123456789abcdefghij", "bob-secret-0123456789abcdefghijk"
 	aliceLine := "alice:" + lowCostHash(t, aliceTok) + "\n"
 	bobLine := "bob:" + lowCostHash(t, bobTok) + "\n"
-	g := startGateway(t, gatewayOpts{hashContent: ptr(aliceLine + bobLine)})
+	bareHash := lowCostHash(t, "bare-secret-0123456789abcdefghij")
+	g := startGateway(t, gatewayOpts{hashContent: ptr(aliceLine + bobLine + bareHash + "\n")})
+	if !g.Server.cfg.AcceptHashToken {
+		t.Fatal("the test needs the hash-as-token compatibility on")
+	}
 
 	open := func(name, tok string, bySession bool) *websocket.Conn {
 		t.Helper()
@@ -43,6 +49,8 @@ func TestRevokingAUserClosesTheirOpenWebsockets(t *testing.T) {
 				t.Fatalf("%s: login answered %d with no session", name, resp.StatusCode)
 			}
 			h.Set("Cookie", middleware.SessionCookie+"="+cookie)
+		} else if name == "" {
+			h.Set("Authorization", "Bearer "+tok) // the bare line's hash as the token
 		} else {
 			h.Set("Authorization", "Bearer "+name+":"+tok)
 		}
@@ -71,7 +79,7 @@ func TestRevokingAUserClosesTheirOpenWebsockets(t *testing.T) {
 			}
 		}
 	}
-	alice := []*websocket.Conn{open("alice", aliceTok, false), open("alice", aliceTok, true)}
+	alice := []*websocket.Conn{open("alice", aliceTok, false), open("alice", aliceTok, true), open("", bareHash, false)}
 	bob := []*websocket.Conn{open("bob", bobTok, false), open("bob", bobTok, true)}
 	for i, c := range append(append([]*websocket.Conn{}, alice...), bob...) {
 		if err := echoes(c, "before"); err != nil {
@@ -93,7 +101,7 @@ func TestRevokingAUserClosesTheirOpenWebsockets(t *testing.T) {
 	}
 
 	changed := store.Changed()
-	if err := os.WriteFile(g.HashFile, []byte(aliceLine), 0o644); err != nil {
+	if err := os.WriteFile(g.HashFile, []byte(aliceLine+bareHash+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -101,36 +109,62 @@ func TestRevokingAUserClosesTheirOpenWebsockets(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the hash file without bob's line was not reloaded")
 	}
-	for i, c := range bob {
+	closedByServer := func(c *websocket.Conn, what string) {
+		t.Helper()
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for {
 			if _, _, err := c.ReadMessage(); err != nil {
 				if ne, ok := err.(interface{ Timeout() bool }); ok && ne.Timeout() {
-					t.Fatalf("bob's websocket %d is still open 10 s after his line was removed", i)
+					t.Fatalf("%s is still open 10 s after its line was removed", what)
 				}
-				break // closed, as wanted
+				return // closed, as wanted
 			}
 		}
 	}
+	closedByServer(bob[0], "bob's token websocket")
+	closedByServer(bob[1], "bob's session websocket")
 	for i, c := range alice {
 		if err := echoes(c, "after"); err != nil {
-			t.Fatalf("alice's websocket %d after bob's revoke: %v", i, err)
+			t.Fatalf("alice's (or the bare line's) websocket %d after bob's revoke: %v", i, err)
 		}
 	}
-	eventually(t, 10*time.Second, "two websockets open", func() bool { return g.Server.OpenWebsockets() == 2 })
-	closed := 0
-	for _, line := range strings.Split(g.Logs.String(), "\n") {
-		if strings.Contains(line, "websocket closed: the credential line") {
-			if !strings.Contains(line, `"user":"bob"`) {
-				t.Fatalf("a websocket closed for someone else: %s", line)
+	eventually(t, 10*time.Second, "three websockets open", func() bool { return g.Server.OpenWebsockets() == 3 })
+	closedLogs := func() (users []string) {
+		for _, line := range strings.Split(g.Logs.String(), "\n") {
+			if strings.Contains(line, "websocket closed: the credential line") {
+				if strings.Contains(line, bobTok) || strings.Contains(line, bareHash) {
+					t.Fatalf("the log holds a secret: %s", line)
+				}
+				var ev struct{ User string }
+				if err := json.Unmarshal([]byte(line), &ev); err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				users = append(users, ev.User)
 			}
-			if strings.Contains(line, bobTok) {
-				t.Fatalf("the log holds bob's secret: %s", line)
-			}
-			closed++
+		}
+		return users
+	}
+	if got := closedLogs(); len(got) != 2 || got[0] != "bob" || got[1] != "bob" {
+		t.Fatalf("websockets closed for %q, want bob twice", got)
+	}
+
+	// The bare line's hash-as-token websocket is tied to that line.
+	changed = store.Changed()
+	if err := os.WriteFile(g.HashFile, []byte(aliceLine), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hash file without the bare line was not reloaded")
+	}
+	closedByServer(alice[2], "the bare line's hash-token websocket")
+	for i, c := range alice[:2] {
+		if err := echoes(c, "after-bare"); err != nil {
+			t.Fatalf("alice's websocket %d after the bare line's removal: %v", i, err)
 		}
 	}
-	if closed != 2 {
-		t.Fatalf("%d log lines for closed websockets, want 2", closed)
+	if got := closedLogs(); len(got) != 3 || got[2] != middleware.UserDefault {
+		t.Fatalf("websockets closed for %q, want bob twice then %s", got, middleware.UserDefault)
 	}
 }
