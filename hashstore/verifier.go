@@ -101,8 +101,8 @@ type VerifierOptions struct {
 // The success cache holds more distinct tokens than a gateway's clients
 // plausibly use (1024 entries stay well under a megabyte), and an entry
 // lives long enough to spare a busy client's repeated requests a bcrypt
-// check; every credential reload drops it anyway. Neither is worth a
-// setting.
+// check; a credential reload drops the entries of the lines it removed or
+// changed. Neither is worth a setting.
 const (
 	successCacheSize = 1024
 	successCacheTTL  = 10 * time.Minute
@@ -217,21 +217,28 @@ func NewVerifier(store *Store, opts VerifierOptions) *Verifier {
 	for range opts.Workers {
 		go v.worker()
 	}
-	go v.dropCacheOnReload()
+	go v.followReloads()
 	return v
 }
 
-// dropCacheOnReload empties the cache at every reload. Entries of an old
-// generation never count anyway; this frees them, and makes sure a token
-// removed from the file is forgotten at once.
-func (v *Verifier) dropCacheOnReload() {
+// followReloads moves the cache to each reload's generation: entries whose
+// line is still loaded (same user, same hash) are kept, the others are
+// forgotten at once. A lookup does the same for its own entry, so the
+// answer never depends on whether this ran yet.
+func (v *Verifier) followReloads() {
 	defer v.wg.Done()
+	// The next channel is taken before the snapshot is read, so a reload
+	// landing meanwhile wakes the loop again.
+	changed := v.store.Changed()
 	for {
 		select {
 		case <-v.quit:
 			return
-		case <-v.store.Changed():
-			v.cache.clear()
+		case <-changed:
+			changed = v.store.Changed()
+			if snap := v.store.Snapshot(); snap != nil {
+				v.cache.follow(snap)
+			}
 		}
 	}
 }
@@ -278,11 +285,12 @@ func route(snap *Snapshot, token string) (user, secret string) {
 	return "", token
 }
 
-// cached looks key up in the success cache for snap's generation. The entry
-// must name the same user as the line it points at in snap: the key already
-// holds the user, so this only guards against a mistake elsewhere.
+// cached looks key up in the success cache: a hit when the line it matched
+// is still in snap. The entry must name the same user as the line it points
+// at in snap: the key already holds the user, so this only guards against a
+// mistake elsewhere.
 func (v *Verifier) cached(snap *Snapshot, user string, key [32]byte) (Result, bool) {
-	line, ok := v.cache.get(key, snap.Generation, time.Now())
+	line, ok := v.cache.get(key, snap, time.Now())
 	if !ok || line < 1 || line > len(snap.Creds.Hashes) || snap.Creds.userOf(line-1) != user {
 		return Result{}, false
 	}
@@ -542,7 +550,7 @@ func (v *Verifier) check(j *job) Result {
 		err := v.compare([]byte(h), []byte(j.secret))
 		v.inFlight.Add(-1)
 		if err == nil {
-			v.cache.put(j.mac, gen, i+1, time.Now())
+			v.cache.put(j.mac, j.snap, i+1, time.Now())
 			return Result{Outcome: Match, Line: i + 1, User: j.user, Generation: gen}
 		}
 	}

@@ -132,25 +132,52 @@ func TestRawTokenIsCheckedOnceThenCached(t *testing.T) {
 	}
 }
 
-func TestCacheIsDroppedOnReload(t *testing.T) {
-	h := cheapHash(t, "tok")
+// TestCacheFollowsItsLineAcrossReloads: a reload keeps the success cache
+// entries whose line is still loaded (same user, same hash), at the line's
+// new place, so another user's revocation costs the rest of the class no
+// bcrypt; the revoked user's cached token is refused, and a token whose
+// line's hash changed is checked again.
+func TestCacheFollowsItsLineAcrossReloads(t *testing.T) {
+	const aliceTok, bobTok, carolTok, bareTok = "alice-secret", "bob-secret", "carol-secret", "bare-secret"
+	hA, hB, hC, hD := cheapHash(t, aliceTok), cheapHash(t, bobTok), cheapHash(t, carolTok), cheapHash(t, bareTok)
 	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, h)
+	writeFile(t, path, "alice:"+hA+"\nbob:"+hB+"\ncarol:"+hC+"\n"+hD+"\n")
 	ts := startStore(t, path, nil, nil)
 	v := newVerifier(t, ts.Store, VerifierOptions{})
-	v.Verify(context.Background(), "tok")
-	if r := v.Verify(context.Background(), "tok"); !r.Cached {
-		t.Fatal("not cached")
+	tokens := []string{"alice:" + aliceTok, "bob:" + bobTok, "carol:" + carolTok, bareTok}
+	for _, tok := range tokens {
+		v.Verify(context.Background(), tok)
+		if r := v.Verify(context.Background(), tok); !r.Cached {
+			t.Fatalf("%s not cached: %+v", tok, r)
+		}
 	}
-	// Same hash, new bytes: a new generation all the same.
-	ts.reloadTo(t, h, func() { writeFile(t, path, h+"\nadmin\n") })
-	waitFor(t, "the cache to be dropped", func() bool { return v.Stats().CacheEntries == 0 })
-	r := v.Verify(context.Background(), "tok")
-	if r.Outcome != Match || r.Cached || r.Generation != 2 {
-		t.Fatalf("after reload: %+v", r)
-	}
-	if st := v.Stats(); st.Checks != 2 {
-		t.Fatalf("checks %d, want 2", st.Checks)
+	// Bob revoked, carol's hash replaced (same secret), the rest moved.
+	hC2 := cheapHash(t, carolTok)
+	ts.reloadTo(t, hC2, func() { writeFile(t, path, "carol:"+hC2+"\n"+hD+"\nalice:"+hA+"\n") })
+	waitFor(t, "the cache to follow the reload", func() bool { return v.Stats().CacheEntries == 2 })
+	for _, tc := range []struct {
+		name, token string
+		outcome     Outcome
+		cached      bool
+		line        int
+		checks      int64
+	}{
+		{"alice, whose line moved", "alice:" + aliceTok, Match, true, 3, 0},
+		{"the bare line, moved", bareTok, Match, true, 2, 0},
+		{"bob, revoked", "bob:" + bobTok, NoMatch, false, 0, 1}, // checked whole against the bare line
+		{"carol, whose hash changed", "carol:" + carolTok, Match, false, 1, 1},
+	} {
+		if _, hit := v.Cached(tc.token); hit != tc.cached {
+			t.Errorf("%s: Cached hit %v, want %v", tc.name, hit, tc.cached)
+		}
+		before := v.Stats().Checks
+		r := v.Verify(context.Background(), tc.token)
+		if r.Outcome != tc.outcome || r.Cached != tc.cached || r.Line != tc.line || r.Generation != 2 {
+			t.Errorf("%s: %+v, want %s cached %v line %d generation 2", tc.name, r, tc.outcome, tc.cached, tc.line)
+		}
+		if n := v.Stats().Checks - before; n != tc.checks {
+			t.Errorf("%s: %d bcrypt comparisons, want %d", tc.name, n, tc.checks)
+		}
 	}
 }
 
@@ -308,29 +335,30 @@ func TestNewVerifierRefusesZeroInsteadOfPickingADefault(t *testing.T) {
 func TestSuccessCacheEvictsExpiredThenOldest(t *testing.T) {
 	now := time.Now()
 	k := func(b byte) [32]byte { return [32]byte{b} }
+	snap := &Snapshot{Generation: 1, Creds: Credentials{Hashes: []string{"h1", "h2", "h3", "h4"}}}
 	c := newSuccessCache(2, time.Minute)
-	c.put(k(1), 1, 1, now)
-	c.put(k(2), 1, 2, now.Add(time.Second))
-	c.put(k(3), 1, 3, now.Add(2*time.Second)) // evicts 1, the oldest
-	if _, ok := c.get(k(1), 1, now); ok {
+	c.put(k(1), snap, 1, now)
+	c.put(k(2), snap, 2, now.Add(time.Second))
+	c.put(k(3), snap, 3, now.Add(2*time.Second)) // evicts 1, the oldest
+	if _, ok := c.get(k(1), snap, now); ok {
 		t.Fatal("oldest not evicted")
 	}
-	if line, ok := c.get(k(3), 1, now); !ok || line != 3 {
+	if line, ok := c.get(k(3), snap, now); !ok || line != 3 {
 		t.Fatal("newest missing")
 	}
-	if _, ok := c.get(k(3), 2, now); ok {
-		t.Fatal("entry of another generation counted")
+	if _, ok := c.get(k(3), &Snapshot{Generation: 2, Creds: Credentials{Hashes: []string{"h1"}}}, now); ok {
+		t.Fatal("entry counted in a generation without its line")
 	}
-	c.put(k(4), 1, 4, now.Add(2*time.Minute)) // 2 is expired by then
-	if _, ok := c.get(k(2), 1, now.Add(2*time.Minute)); ok || c.len() != 1 {
+	c.put(k(4), snap, 4, now.Add(2*time.Minute)) // 2 is expired by then
+	if _, ok := c.get(k(2), snap, now.Add(2*time.Minute)); ok || c.len() != 1 {
 		t.Fatalf("expired entry kept, len %d", c.len())
 	}
-	if _, ok := c.get(k(4), 1, now.Add(4*time.Minute)); ok {
+	if _, ok := c.get(k(4), snap, now.Add(4*time.Minute)); ok {
 		t.Fatal("expired entry returned")
 	}
 	off := newSuccessCache(-1, time.Minute)
-	off.put(k(1), 1, 1, now)
-	if _, ok := off.get(k(1), 1, now); ok {
+	off.put(k(1), snap, 1, now)
+	if _, ok := off.get(k(1), snap, now); ok {
 		t.Fatal("disabled cache returned an entry")
 	}
 }

@@ -95,7 +95,7 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 					return
 				}
 				if ok {
-					info.Method, info.User, info.Generation = user.Method, user.Name, user.Generation
+					info.Method, info.User, info.Generation, info.Line = user.Method, user.Name, user.Generation, user.Line
 					next.ServeHTTP(w, r)
 					return
 				}

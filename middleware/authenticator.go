@@ -13,8 +13,14 @@ type User struct {
 	// Method says how: the access log's "auth" field.
 	Method Method
 	// Generation is the credential generation that admitted the request,
-	// 0 where none applies (sessions).
+	// 0 where none applies (guest sessions).
 	Generation uint64
+	// Line is the 1-based credential line of generation Generation that
+	// admitted the request (the line a token matched, the line a session is
+	// bound to), 0 for guests: what must stay loaded for the admission to
+	// hold, for whoever keeps a connection open past the request (a
+	// websocket).
+	Line int
 }
 
 // Authenticator recognises one kind of credential, after Caddy's

@@ -31,8 +31,10 @@ const (
 	CodeClientBusy RefusalCode = "client_busy"
 	// CodePoolBusy (503): too many token checks wait; this one was not made.
 	CodePoolBusy RefusalCode = "pool_busy"
-	// CodeCredentialsReloaded (503, login): the credentials changed during
-	// the password check; logging in again checks against the new ones.
+	// CodeCredentialsReloaded (503, login and websocket upgrade): the
+	// credentials changed during the password check, or between the check
+	// of a websocket's credential and its upgrade, and no longer hold it;
+	// trying again checks against the new ones.
 	CodeCredentialsReloaded RefusalCode = "credentials_reloaded"
 	// CodeCrossOrigin (403): a request made with the session cookie came
 	// from another origin (the CSRF check).

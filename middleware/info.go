@@ -73,6 +73,10 @@ type Info struct {
 	Code RefusalCode
 	// Generation is the credential generation that admitted the request.
 	Generation uint64
+	// Line is the 1-based credential line of generation Generation that
+	// admitted the request, 0 for guests and unauthenticated requests (see
+	// User.Line).
+	Line int
 	// User is who the request was let in as: a named user's name from the
 	// credential file, UserDefault for the bare (unnamed) hash lines, or
 	// UserGuest for a guest session. Empty when nobody was authenticated

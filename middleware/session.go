@@ -367,26 +367,33 @@ func (s *Sessions) bindings() *credentialBindings {
 // revoked, old-epoch cookies and cookies of a credential no longer loaded
 // all count as no session.
 func (s *Sessions) Current(r *http.Request) (Session, bool) {
+	sess, _, _, ok := s.current(r)
+	return sess, ok
+}
+
+// current is Current that also says which credential line (1-based, of
+// generation gen) a user session is bound to; line is 0 for a guest.
+func (s *Sessions) current(r *http.Request) (sess Session, gen uint64, line int, ok bool) {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil || c.Value == "" {
-		return Session{}, false
+		return Session{}, 0, 0, false
 	}
-	sess, err := s.opts.Codec.Decode(c.Value)
+	sess, err = s.opts.Codec.Decode(c.Value)
 	if err != nil {
-		return Session{}, false
+		return Session{}, 0, 0, false
 	}
 	now := s.opts.Now()
 	if !now.Before(sess.Expires) || sess.Issued.After(now.Add(time.Minute)) {
-		return Session{}, false
+		return Session{}, 0, 0, false
 	}
 	b := s.bindings()
 	if b == nil {
-		return Session{}, false
+		return Session{}, 0, 0, false
 	}
 	if sess.Guest {
 		// The binding was signed by us, so comparing it leaks nothing.
 		if sess.Binding != b.set || !s.opts.GuestEnabled() {
-			return Session{}, false
+			return Session{}, 0, 0, false
 		}
 		sess.User = UserGuest
 	} else {
@@ -394,9 +401,10 @@ func (s *Sessions) Current(r *http.Request) (Session, bool) {
 		// that user's sessions, and only theirs.
 		i := slices.Index(b.lines, sess.Binding)
 		if i < 0 {
-			return Session{}, false
+			return Session{}, 0, 0, false
 		}
 		sess.User = b.users[i]
+		line = i + 1
 	}
 	s.mu.Lock()
 	var valid bool
@@ -409,23 +417,23 @@ func (s *Sessions) Current(r *http.Request) (Session, bool) {
 	}
 	s.mu.Unlock()
 	if !valid {
-		return Session{}, false
+		return Session{}, 0, 0, false
 	}
-	return sess, true
+	return sess, b.gen, line, true
 }
 
 // Authenticate implements Authenticator: a request without a valid
 // session is not authenticated, never refused, so it falls through to the
 // login page or the next credential.
 func (s *Sessions) Authenticate(_ http.ResponseWriter, r *http.Request) (User, bool, error) {
-	sess, ok := s.Current(r)
+	sess, gen, line, ok := s.current(r)
 	if !ok {
 		return User{}, false, nil
 	}
 	if sess.Guest {
 		return User{Name: sess.User, Method: MethodGuest}, true, nil
 	}
-	return User{Name: sess.User, Method: MethodSession}, true, nil
+	return User{Name: sess.User, Method: MethodSession, Generation: gen, Line: line}, true, nil
 }
 
 // IssueUser starts a user session bound to hash, the credential line the

@@ -69,8 +69,8 @@ func (t *Tokens) Authenticate(_ http.ResponseWriter, r *http.Request) (User, boo
 		return User{}, false, nil
 	}
 	if t.AcceptHashToken {
-		if _, gen, ok := t.Hashes.MatchHash(token); ok {
-			return User{Name: UserDefault, Method: MethodHashToken, Generation: gen}, true, nil
+		if line, gen, ok := t.Hashes.MatchHash(token); ok {
+			return User{Name: UserDefault, Method: MethodHashToken, Generation: gen, Line: line}, true, nil
 		}
 	}
 	key := ClientOf(r, t.Client).Key()
@@ -121,7 +121,7 @@ func (t *Tokens) Authenticate(_ http.ResponseWriter, r *http.Request) (User, boo
 
 // rawUser is who a raw token that matched is: the matching line's user.
 func rawUser(res hashstore.Result) User {
-	return User{Name: ResultUser(res), Method: MethodRawToken, Generation: res.Generation}
+	return User{Name: ResultUser(res), Method: MethodRawToken, Generation: res.Generation, Line: res.Line}
 }
 
 // ResultUser names the user of a verifier's Match: the line's name, or

@@ -65,6 +65,9 @@ type Server struct {
 	upstreamPool *syncTransport
 	wsOpen       sync.WaitGroup
 	wsCount      atomic.Int64
+	// wsAdmitted closes a websocket when the credential line that
+	// admitted it leaves the credential file.
+	wsAdmitted wsRegistry
 
 	// conns bounds client connections, overall and per client.
 	conns *connLimiter
@@ -293,7 +296,8 @@ func forwarded(next http.Handler) http.Handler {
 }
 
 // trackWebsockets ties each proxied websocket to the server's lifetime so
-// shutdown can close them, and counts them.
+// shutdown can close them, and to the credential line that admitted it so
+// removing that line closes it; and counts them.
 func (s *Server) trackWebsockets(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !middleware.IsWebSocket(r) {
@@ -307,6 +311,17 @@ func (s *Server) trackWebsockets(next http.Handler) http.Handler {
 		defer cancel()
 		stop := context.AfterFunc(s.wsCtx, cancel)
 		defer stop()
+		release, ok := s.admitWebsocket(r, cancel)
+		if !ok {
+			// The credentials changed between the check and the upgrade
+			// and no longer hold this line; the client retries and is
+			// checked against the new ones.
+			w.Header().Set("Retry-After", "1")
+			middleware.Refuse(w, r, http.StatusServiceUnavailable, middleware.CodeCredentialsReloaded, "credentials reloaded",
+				"the credential file was reloaded during the websocket upgrade and no longer holds the credential that was checked; connect again")
+			return
+		}
+		defer release()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
@@ -399,6 +414,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopStore()
 	if s.store != nil {
 		go s.store.Run(storeCtx)
+		go s.closeRevokedWebsockets(storeCtx)
 		s.checkServerToken()
 	}
 	if s.verifier != nil {
