@@ -249,15 +249,21 @@ def run(args, base, gw):
           r.status_code == 429 and refusal_code(r) == "queue_share", f"{r.status_code} {r.text[:200]}")
     open(args.release, "w").close()
 
-    def done(pid):
+    # Each user sees only their own prompts' history (own prompts), so each
+    # waits on their own.
+    def done(owner, pid):
         def f():
-            h = alice.get(f"/history/{pid}")
+            h = owner.get(f"/history/{pid}")
             return h.status_code == 200 and h.json().get(pid, {}).get("status", {}).get("completed")
         return f
-    for who, pid in (("alice's held", held), ("bob's", bob_pid)):
+    for who, owner, pid in (("alice's held", alice, held), ("bob's", bob, bob_pid)):
         if pid:
-            ok, took = wait_until(f"{who} prompt completes", done(pid), 120)
+            ok, took = wait_until(f"{who} prompt completes", done(owner, pid), 120)
             check(f"{who} prompt completes once released", bool(ok), f"after {took:.1f} s")
+    if bob_pid:
+        r = alice.get(f"/history/{bob_pid}")
+        check("alice does not see bob's finished prompt in /history", r.status_code == 200 and r.json() == {},
+              f"{r.status_code} {r.text[:200]}")
 
     def share_free():
         r = alice.post("/prompt", json={"prompt": quick_prompt("alice-3")})
