@@ -150,18 +150,7 @@ func FuzzParseEdit(f *testing.F) {
 // each (6 MB), shown to one student, once per GET /queue of theirs.
 func BenchmarkOwnQueueView(b *testing.B) {
 	key := []byte("k")
-	big := `{"prompt":{"1":{"class_type":"X","inputs":{"text":"` + strings.Repeat("x", 100<<10) + `"}}}}`
-	var items []string
-	for i := 0; i < 60; i++ {
-		out, err := TagPrompt([]byte(big), key, "user"+string(rune('a'+i%26)))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var m map[string]json.RawMessage
-		_ = json.Unmarshal(out, &m)
-		items = append(items, `[1,`+string(m["prompt_id"])+`,`+string(m["prompt"])+`,`+string(m["extra_data"])+`,["1"]]`)
-	}
-	raw := []byte(`{"queue_running":[` + items[0] + `],"queue_pending":[` + strings.Join(items[1:], ",") + `]}`)
+	raw := classroomQueue(b, key)
 	b.SetBytes(int64(len(raw)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
@@ -31,12 +32,18 @@ func (s *Server) setUpOwnPrompts() {
 		History: func(ctx context.Context) ([]byte, error) {
 			return readComfyAnswer(ctx, client, &historyURL, "to tell the caller's history from others'")
 		},
-		Failed: s.ownPromptsFailed,
+		Failed: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.refuseUnchecked(w, r, err, uncheckedAnswer{
+				check: "own prompts", code: middleware.CodeOwnPromptsUnchecked,
+				what:    "ComfyUI's queue or history could not be read to tell this user's prompts from others'",
+				outcome: "nothing was done or shown",
+			})
+		},
 	})
 }
 
-// readComfyAnswer is a GET of u, read whole up to MaxOwnAnswerBytes; why
-// completes the error sentence.
+// readComfyAnswer is a GET of u (ComfyUI's /queue or /history), read whole
+// up to MaxOwnAnswerBytes; why completes the error sentence.
 func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
@@ -60,10 +67,19 @@ func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why s
 	return b, nil
 }
 
-// ownPromptsFailed answers a request whose caller's prompts could not be
-// told from others': ComfyUI down or slow as the proxy says it, else 502
-// own_prompts_unchecked. Nothing is passed on or shown unchecked.
-func (s *Server) ownPromptsFailed(w http.ResponseWriter, r *http.Request, err error) {
+// uncheckedAnswer is what a check that reads ComfyUI's queue or history
+// (the queue share, own prompts) says when it could not.
+type uncheckedAnswer struct {
+	check   string // names the check in the log's reason
+	code    middleware.RefusalCode
+	what    string // what could not be done, as a sentence's start
+	outcome string // what became of the request
+}
+
+// refuseUnchecked answers a request a check could not judge because
+// ComfyUI's answer could not be read: ComfyUI down or slow as the proxy
+// says it, else 502 with a.code. Nothing is passed on or shown unchecked.
+func (s *Server) refuseUnchecked(w http.ResponseWriter, r *http.Request, err error, a uncheckedAnswer) {
 	info := middleware.InfoFrom(r)
 	if r.Context().Err() != nil {
 		info.Reason = "client closed the request"
@@ -73,12 +89,20 @@ func (s *Server) ownPromptsFailed(w http.ResponseWriter, r *http.Request, err er
 	w.Header().Set("Retry-After", "5")
 	var re *registryError
 	if errors.As(err, &re) {
-		info.Reason = "own prompts: " + re.reason
-		middleware.Refuse(w, r, re.status, re.code, "The queue could not be checked.", re.reason+" Nothing was done.")
+		info.Reason = a.check + ": " + re.reason
+		middleware.Refuse(w, r, re.status, re.code, "The queue could not be checked.", re.reason+" "+sentence(a.outcome)+".")
 		return
 	}
-	info.Reason = "own prompts: " + err.Error()
-	s.logger.Warn().Err(err).Msg("ComfyUI's queue or history could not be read to tell a user's prompts from others'")
-	middleware.Refuse(w, r, http.StatusBadGateway, middleware.CodeOwnPromptsUnchecked, "The queue could not be checked.",
-		"ComfyUI's queue or history could not be read to tell this user's prompts from others' ("+err.Error()+"); nothing was done or shown; retry, and check ComfyUI's log")
+	info.Reason = a.check + ": " + err.Error()
+	s.logger.Warn().Err(err).Str("check", a.check).Msg(a.what)
+	middleware.Refuse(w, r, http.StatusBadGateway, a.code, "The queue could not be checked.",
+		a.what+" ("+err.Error()+"); "+a.outcome+"; retry, and check ComfyUI's log")
+}
+
+// sentence is s with its first letter in upper case.
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

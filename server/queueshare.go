@@ -5,18 +5,10 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
-	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
-
-// maxQueueAnswerBytes bounds the GET /queue answer the queue share reads to
-// count a user's prompts; ComfyUI's answer holds every queued prompt whole.
-const maxQueueAnswerBytes = 64 << 20
 
 // maxWholeReads is how many prompts, queue and history edits and per-user
 // views of the queue and history are handled at once: each may hold a
@@ -62,57 +54,17 @@ func (s *Server) setUpComfyUsers() {
 		Max: s.cfg.MaxQueuedPrompts,
 		Key: s.queueKey,
 		Queue: func(ctx context.Context) ([]byte, error) {
-			return readQueue(ctx, client, &queueURL)
+			return readComfyAnswer(ctx, client, &queueURL, "to count the prompts in its queue")
 		},
-		QueueFailed: s.queueFailed,
+		QueueFailed: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.refuseUnchecked(w, r, err, uncheckedAnswer{
+				check: "queue share", code: middleware.CodeQueueUnchecked,
+				what:    "ComfyUI's queue could not be read to count this user's prompts",
+				outcome: "the prompt was not queued",
+			})
+		},
 	})
 	s.setUpOwnPrompts()
-}
-
-// readQueue is GET /queue, read whole up to maxQueueAnswerBytes.
-func readQueue(ctx context.Context, client *http.Client, u *url.URL) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, upstreamCallError(err, "to count the prompts in its queue")
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /queue answered %d", resp.StatusCode)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxQueueAnswerBytes+1))
-	if err != nil {
-		return nil, upstreamCallError(err, "to count the prompts in its queue")
-	}
-	if len(b) > maxQueueAnswerBytes {
-		return nil, fmt.Errorf("GET /queue is over %d MiB", maxQueueAnswerBytes>>20)
-	}
-	return b, nil
-}
-
-// queueFailed refuses a prompt whose user's prompts could not be counted:
-// ComfyUI down or slow as the proxy says it, else 502 queue_unchecked.
-func (s *Server) queueFailed(w http.ResponseWriter, r *http.Request, err error) {
-	info := middleware.InfoFrom(r)
-	if r.Context().Err() != nil {
-		info.Reason = "client closed the request"
-		w.WriteHeader(499)
-		return
-	}
-	w.Header().Set("Retry-After", "5")
-	var re *registryError
-	if errors.As(err, &re) {
-		info.Reason = "queue share: " + re.reason
-		middleware.Refuse(w, r, re.status, re.code, "The queue could not be checked.", re.reason+" The prompt was not queued.")
-		return
-	}
-	info.Reason = "queue share: " + err.Error()
-	s.logger.Warn().Err(err).Msg("ComfyUI's queue could not be read to count a user's prompts")
-	middleware.Refuse(w, r, http.StatusBadGateway, middleware.CodeQueueUnchecked, "The queue could not be checked.",
-		"ComfyUI's queue could not be read to count this user's prompts ("+err.Error()+"); the prompt was not queued; retry, and check ComfyUI's log")
 }
 
 // upstreamError is the proxy's report of a failed request: counted, and
