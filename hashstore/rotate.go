@@ -195,9 +195,9 @@ func caseTwin(c Credentials, name string) string {
 	return ""
 }
 
-// userList names a file's users for a sentence: all of them up to 10, then
-// how many more.
-func userList(c Credentials) string {
+// UserList names a file's users for a sentence ("its users: alice, bob"):
+// all of them up to 10, then how many more.
+func UserList(c Credentials) string {
 	var names []string
 	for i := range c.Hashes {
 		if u := userAt(c, i); u != "" && !slices.Contains(names, u) {
@@ -391,7 +391,7 @@ func AppendUserHash(path, name, hash string) (Credentials, error) {
 	}
 	old := hashesOf(before, name)
 	if len(old) == 0 {
-		return Credentials{}, fmt.Errorf("credential file %s has no user %s (%s); nothing was changed: make the user with `comfyui-auth token generate --user %s`", path, name, userList(before), name)
+		return Credentials{}, fmt.Errorf("credential file %s has no user %s (%s); nothing was changed: make the user with `comfyui-auth token generate --user %s`", path, name, UserList(before), name)
 	}
 	if slices.Contains(before.Hashes, hash) {
 		return Credentials{}, fmt.Errorf("credential file %s already holds this hash (fingerprint %s): nothing to append", path, Fingerprint(hash))
@@ -431,9 +431,9 @@ func RetireUserOld(path, name string) (removed []string, kept string, err error)
 	old := hashesOf(before, name)
 	switch {
 	case len(old) == 0 && name == "":
-		return nil, "", fmt.Errorf("credential file %s has no bare hash line to retire (%s): name the user whose old token to retire with --user NAME", path, userList(before))
+		return nil, "", fmt.Errorf("credential file %s has no bare hash line to retire (%s): name the user whose old token to retire with --user NAME", path, UserList(before))
 	case len(old) == 0:
-		return nil, "", fmt.Errorf("credential file %s has no user %s (%s); nothing was changed", path, name, userList(before))
+		return nil, "", fmt.Errorf("credential file %s has no user %s (%s); nothing was changed", path, name, UserList(before))
 	case len(old) == 1:
 		return nil, Fingerprint(old[0]), nil
 	}
@@ -492,7 +492,7 @@ func RemoveUser(path, name string) (removed []string, err error) {
 	}
 	old := hashesOf(before, name)
 	if len(old) == 0 {
-		return nil, fmt.Errorf("credential file %s has no user %s (%s); nothing was changed", path, name, userList(before))
+		return nil, fmt.Errorf("credential file %s has no user %s (%s); nothing was changed", path, name, UserList(before))
 	}
 	if len(old) == len(before.Hashes) {
 		return nil, fmt.Errorf("refusing to remove user %s from %s: %w. The gateway keeps the last good credentials when the file has none, so %s would stay in until a restart, and after it nobody would get in; add another user first (`comfyui-auth token generate --user NAME`), or stop the gateway",

@@ -407,11 +407,16 @@ func HistoryOwners(raw, key []byte) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return historyOwners(ms, key), nil
+}
+
+// historyOwners is HistoryOwners of an answer already read.
+func historyOwners(ms []member, key []byte) map[string]string {
 	owners := map[string]string{}
 	for _, m := range ms {
 		note(owners, m.key, historyOwner(m.key, m.val, key))
 	}
-	return owners, nil
+	return owners
 }
 
 // historyOwner is the verified user of the history entry id, "" if none.
@@ -526,10 +531,7 @@ func OwnHistoryView(raw, key []byte, user string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	owners := map[string]string{}
-	for _, m := range ms {
-		note(owners, m.key, historyOwner(m.key, m.val, key))
-	}
+	owners := historyOwners(ms, key)
 	kept := ms[:0]
 	for _, m := range ms {
 		if owners[m.key] == user {

@@ -218,7 +218,7 @@ func runTokenGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) 
 		// lose their access without a word.
 		if creds, err := hashstore.ReadFile(hashFile); err == nil && hasNamedLines(creds) {
 			fmt.Fprintf(stderr, "%s: %s holds named users' lines (%s), which --force would remove; nothing was written: use `comfyui-auth token rotate --hash-file %s` for the unnamed token, `token generate --user NAME` for a user\n",
-				fs.Name(), hashFile, usersOf(creds), shellQuote(hashFile))
+				fs.Name(), hashFile, hashstore.UserList(creds), shellQuote(hashFile))
 			return 1
 		}
 	} else {
@@ -348,7 +348,7 @@ func runTokenRotate(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Rotating the unnamed token of a file without bare lines would add an
 	// unnamed credential nobody asked for.
 	if creds, err := hashstore.ReadFile(*hashFile); err == nil && hasNamedLines(creds) && !slices.Contains(creds.Users, "") {
-		fmt.Fprintf(stderr, "%s: %s holds named users only (%s); nothing was changed: rotate a user's token with --user NAME\n", fs.Name(), *hashFile, usersOf(creds))
+		fmt.Fprintf(stderr, "%s: %s holds named users only (%s); nothing was changed: rotate a user's token with --user NAME\n", fs.Name(), *hashFile, hashstore.UserList(creds))
 		return 1
 	}
 

@@ -456,23 +456,6 @@ func checkSentence(d hashstore.Diagnosis, value string) string {
 	return s
 }
 
-// usersOf names a file's users for a sentence, ten at most.
-func usersOf(c hashstore.Credentials) string {
-	var names []string
-	for _, u := range c.Users {
-		if u != "" && !slices.Contains(names, u) {
-			names = append(names, u)
-		}
-	}
-	switch {
-	case len(names) == 0:
-		return "it has no named users"
-	case len(names) > 10:
-		return fmt.Sprintf("its users: %s and %d more", strings.Join(names[:10], ", "), len(names)-10)
-	}
-	return "its users: " + strings.Join(names, ", ")
-}
-
 // hasNamedLines reports whether the file has a named user.
 func hasNamedLines(c hashstore.Credentials) bool {
 	return slices.ContainsFunc(c.Users, func(u string) bool { return u != "" })
