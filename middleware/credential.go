@@ -56,8 +56,10 @@ func parseAuthorization(h string) authorization {
 		if rest == "" {
 			return authorization{problem: "Authorization header has `Basic` but no credentials; expected `Basic base64(name:secret)`"}
 		}
+		// Go's decoder skips CR and LF; RFC 7617's credentials hold
+		// neither, so they are refused, not read past.
 		raw, err := base64.StdEncoding.DecodeString(rest)
-		if err != nil {
+		if err != nil || strings.ContainsAny(rest, "\r\n") {
 			return authorization{problem: "Authorization header's Basic credentials are not base64; expected `Basic base64(name:secret)`"}
 		}
 		name, secret, ok := strings.Cut(string(raw), ":")
