@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,12 @@ type loaded struct {
 	// bare[i] is 1 when hash i is a bare line, 0 for a user's line: only
 	// bare lines may be presented as tokens (MatchHash).
 	bare []int
-	key  string // content key of the file bytes it came from
+	// bareLens are the lengths of the bare hash lines (60 for every
+	// bcrypt hash). A token of another length equals none of them, and
+	// MatchHash answers it without hashing: the raw tokens of every
+	// API request take that path, and a hash's length is public.
+	bareLens []int
+	key      string // content key of the file bytes it came from
 }
 
 // Store holds the credentials in force and reloads them when the file changes.
@@ -322,8 +328,11 @@ func (s *Store) install(creds Credentials, key, source string) {
 		snap.Fingerprints = append(snap.Fingerprints, Fingerprint(h))
 		l.digests = append(l.digests, sha256.Sum256([]byte(h)))
 	}
-	for _, u := range creds.Users {
+	for i, u := range creds.Users {
 		l.bare = append(l.bare, subtle.ConstantTimeEq(int32(len(u)), 0))
+		if u == "" && !slices.Contains(l.bareLens, len(creds.Hashes[i])) {
+			l.bareLens = append(l.bareLens, len(creds.Hashes[i]))
+		}
 	}
 	s.mu.Lock()
 	s.problem = nil
@@ -463,12 +472,14 @@ func (s *Store) Changed() <-chan struct{} {
 // whose file has no named lines, and a named user's hash is not a credential
 // (a copy of the file must not let anyone in as that user).
 //
-// Both sides are reduced to SHA-256 first, so the comparison runs over 32
-// bytes whatever the token's length, and every hash is compared even after a
-// match: timing says nothing about which hash, or whether any, matched.
+// A token whose length is no bare line's is answered at once: hashes have
+// the public bcrypt length (60), so that says nothing of any hash. Otherwise
+// both sides are reduced to SHA-256 first, so the comparison runs over 32
+// bytes, and every hash is compared even after a match: timing says nothing
+// about which hash, or whether any, matched.
 func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) {
 	l := s.cur.Load()
-	if l == nil {
+	if l == nil || !slices.Contains(l.bareLens, len(token)) {
 		return 0, 0, false
 	}
 	d := sha256.Sum256([]byte(token))

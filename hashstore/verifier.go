@@ -162,7 +162,7 @@ type Verifier struct {
 	wg    sync.WaitGroup
 	once  sync.Once
 	key   []byte    // per-process HMAC key for cache and singleflight keys
-	macs  sync.Pool // of hash.Hash: HMAC-SHA256 keyed with key
+	macs  sync.Pool // of *keyedMAC: HMAC-SHA256 keyed with key
 	sf    singleflight.Group
 	cache *successCache
 	// compare is opts.Compare or bcrypt.CompareHashAndPassword.
@@ -371,19 +371,27 @@ func (v *Verifier) VerifyFor(ctx context.Context, client, token string) Result {
 // name's length comes first, so `alice` + `b:c` and `alice:b` + `c` cannot
 // collide, and a bare token `alice:s` checked against the bare lines (when
 // alice was no user) never shares an entry with alice's secret `s`.
+// keyedMAC is a pooled HMAC with the scratch buffer its input is built in.
+type keyedMAC struct {
+	h   hash.Hash
+	buf []byte
+}
+
 func (v *Verifier) mac(user, secret string) [32]byte {
 	// Every request with a raw token lands here, cache hit or not; a
 	// keyed HMAC from the pool saves setting one up (five allocations).
-	m, _ := v.macs.Get().(hash.Hash)
+	// The input is assembled in the pooled scratch buffer: each []byte
+	// conversion handed to the hash.Hash interface would be an allocation.
+	m, _ := v.macs.Get().(*keyedMAC)
 	if m == nil {
-		m = hmac.New(sha256.New, v.key)
+		m = &keyedMAC{h: hmac.New(sha256.New, v.key)}
 	}
-	m.Reset()
-	m.Write([]byte{byte(len(user))})
-	m.Write([]byte(user))
-	m.Write([]byte(secret))
+	m.h.Reset()
+	m.buf = append(append(append(m.buf[:0], byte(len(user))), user...), secret...)
+	m.h.Write(m.buf)
 	var out [32]byte
-	m.Sum(out[:0])
+	m.h.Sum(out[:0])
+	clear(m.buf)
 	v.macs.Put(m)
 	return out
 }

@@ -87,6 +87,10 @@ type Info struct {
 	// Forwarded is set when the request is handed to ComfyUI; an answer
 	// without it is the gateway's own (a refusal, a page of its own).
 	Forwarded bool
+	// ProxyHeader is, once Forwarded, the header map of the writer the
+	// proxy answers through, so ComfyUI's headers can be handed over
+	// rather than copied value by value.
+	ProxyHeader http.Header
 }
 
 // Refusal says why a credential was not checked.

@@ -96,14 +96,8 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(o.upstream)
-			pr.SetXForwarded()
+			setXForwarded(pr)
 			out := pr.Out
-			if c := middleware.InfoFrom(pr.In).Client; c.Addr.IsValid() {
-				out.Header["X-Forwarded-For"] = []string{c.Addr.String()}
-				if c.HTTPS {
-					out.Header["X-Forwarded-Proto"] = []string{"https"}
-				}
-			}
 			// A canonical key, deleted from the map directly: Header.Del
 			// would canonicalise it again on every request.
 			delete(out.Header, "Authorization")
@@ -143,11 +137,72 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 				hardenView(resp.Header)
 			}
 			if o.extensionScript != "" {
-				return addExtensionScript(resp, o.extensionScript)
+				if err := addExtensionScript(resp, o.extensionScript); err != nil {
+					return err
+				}
 			}
+			handOverHeaders(resp)
 			return nil
 		},
 	}, transport
+}
+
+// setXForwarded is ProxyRequest.SetXForwarded with the request's resolved
+// Client (see newProxy): X-Forwarded-For is the client's address, and
+// X-Forwarded-Proto is https for a TLS request or a client the gateway
+// takes for https. The proxy has already removed what the client sent in
+// these headers. The header keys are canonical and set directly.
+func setXForwarded(pr *httputil.ProxyRequest) {
+	in, h := pr.In, pr.Out.Header
+	c := middleware.InfoFrom(in).Client
+	if c.Addr.IsValid() {
+		h["X-Forwarded-For"] = []string{c.Addr.String()}
+	} else if host, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{host}
+	}
+	h["X-Forwarded-Host"] = []string{in.Host}
+	proto := "http"
+	if in.TLS != nil || c.Addr.IsValid() && c.HTTPS {
+		proto = "https"
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+}
+
+// handOverHeaders moves ComfyUI's answer headers into the client's writer,
+// a slice per header, and leaves resp's empty, where ReverseProxy would
+// copy them value by value (an allocation per header) and parse the
+// Content-Type once more. It leaves alone an upgrade, whose headers the
+// proxy still reads, and an event stream, which the proxy recognises by its
+// Content-Type to flush each event at once.
+func handOverHeaders(resp *http.Response) {
+	dst := middleware.InfoFrom(resp.Request).ProxyHeader
+	if dst == nil || resp.StatusCode == http.StatusSwitchingProtocols {
+		return
+	}
+	for _, ct := range resp.Header["Content-Type"] {
+		if containsFold(ct, "event-stream") {
+			return
+		}
+	}
+	for k, vv := range resp.Header {
+		if prev, ok := dst[k]; ok {
+			dst[k] = append(prev, vv...)
+		} else {
+			dst[k] = vv
+		}
+	}
+	clear(resp.Header)
+}
+
+// containsFold reports whether s contains the lower-case ASCII sub,
+// ignoring case.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // firstValue is h.Get(key) for a key already in canonical form, without

@@ -175,13 +175,6 @@ var sessionCookieNames = []string{middleware.SessionCookie}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.AccessLogWith(middleware.AccessLogOptions{
-		Logger:          s.logger,
-		Observers:       []func(middleware.Completed){s.metrics.observe},
-		RefusalInterval: s.cfg.refusalLogInterval,
-	}))
-	r.Use(middleware.CloseUnreadBody)
-	r.Use(middleware.ResolveClient(s.clients))
 	// Every method, so that no method of these unauthenticated paths falls
 	// through to Auth and the proxy: GET and HEAD are answered, the rest
 	// get 405 from the gateway (see healthOnly).
@@ -216,46 +209,104 @@ func (s *Server) routes() http.Handler {
 	if s.store != nil {
 		s.readyzAuth = middleware.Auth(s.authOptions())(http.HandlerFunc(s.readyzDetails))
 	}
-	r.Group(func(r chi.Router) {
-		if s.store != nil {
-			r.Use(middleware.Auth(s.authOptions()))
+	protected := s.protectedChain().Handler(forwarded(proxy))
+	r.Handle("/*", protected)
+	return chi.Chain(
+		middleware.AccessLogWith(middleware.AccessLogOptions{
+			Logger:          s.logger,
+			Observers:       []func(middleware.Completed){s.metrics.observe},
+			RefusalInterval: s.cfg.refusalLogInterval,
+		}),
+		middleware.CloseUnreadBody,
+		middleware.ResolveClient(s.clients),
+	).Handler(proxiedOrOwn{own: r, proxied: protected})
+}
+
+// protectedChain is what every request for ComfyUI goes through, in order.
+func (s *Server) protectedChain() chi.Middlewares {
+	var mws chi.Middlewares
+	if s.store != nil {
+		mws = append(mws, middleware.Auth(s.authOptions()),
 			// Order matters: CSRF and the guest policy read how Auth let
 			// the request in, and apply to sessions only.
-			r.Use(middleware.CSRF(s.public))
-			guestKey := make([]byte, 32)
-			if _, err := rand.Read(guestKey); err != nil {
-				panic("crypto/rand failed: " + err.Error())
-			}
-			r.Use(middleware.GuestPolicy(middleware.GuestOptions{
-				SessionID: func(r *http.Request) ([16]byte, bool) {
-					sess, ok := s.sessions.Current(r)
-					return sess.ID, ok && sess.Guest
-				},
-				// Per process: a restart gives guests new client ids,
-				// which the frontend takes from ComfyUI's status frame.
-				Key: guestKey,
-			}))
-		} else {
-			r.Use(markDisabled)
+			middleware.CSRF(s.public))
+		guestKey := make([]byte, 32)
+		if _, err := rand.Read(guestKey); err != nil {
+			panic("crypto/rand failed: " + err.Error())
 		}
-		if s.comfyUsers != nil {
-			r.Use(s.bindComfyUser)
-		}
-		if s.queueShare != nil {
-			r.Use(middleware.BoundWholeReads(s.wholeReads))
-		}
-		// Own prompts first: it judges the prompt_id a client chose,
-		// before the queue share sets one on every prompt.
-		if s.ownPrompts != nil {
-			r.Use(s.ownPrompts)
-		}
-		if s.queueShare != nil {
-			r.Use(s.queueShare)
-		}
-		r.Use(s.trackWebsockets)
-		r.Handle("/*", forwarded(proxy))
-	})
-	return r
+		mws = append(mws, middleware.GuestPolicy(middleware.GuestOptions{
+			SessionID: func(r *http.Request) ([16]byte, bool) {
+				sess, ok := s.sessions.Current(r)
+				return sess.ID, ok && sess.Guest
+			},
+			// Per process: a restart gives guests new client ids,
+			// which the frontend takes from ComfyUI's status frame.
+			Key: guestKey,
+		}))
+	} else {
+		mws = append(mws, markDisabled)
+	}
+	if s.comfyUsers != nil {
+		mws = append(mws, s.bindComfyUser)
+	}
+	if s.queueShare != nil {
+		mws = append(mws, middleware.BoundWholeReads(s.wholeReads))
+	}
+	// Own prompts first: it judges the prompt_id a client chose,
+	// before the queue share sets one on every prompt.
+	if s.ownPrompts != nil {
+		mws = append(mws, s.ownPrompts)
+	}
+	if s.queueShare != nil {
+		mws = append(mws, s.queueShare)
+	}
+	return append(mws, s.trackWebsockets)
+}
+
+// proxiedOrOwn sends a request for ComfyUI straight to the protected chain,
+// and the gateway's own paths to the router. Nearly every request is for
+// ComfyUI, and the router would only find its catch-all route for it; that
+// lookup, its route context and the request copy it makes are most of the
+// router's cost per request.
+//
+// It cannot open a way around Auth: a request it does not recognise as for
+// ComfyUI goes to the router, which sends every path that is not a gateway
+// page to the same protected chain.
+type proxiedOrOwn struct {
+	own     http.Handler
+	proxied http.Handler
+}
+
+func (d proxiedOrOwn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if forComfyUI(r) {
+		d.proxied.ServeHTTP(w, r)
+		return
+	}
+	d.own.ServeHTTP(w, r)
+}
+
+// forComfyUI reports whether the router would give r to its catch-all
+// route: a method the router knows, and a path (the one it routes on, the
+// raw path when there is one) that is none of the gateway's routes, nor
+// below their prefixes. Without credentials the gateway pages are not
+// routed, but they are still sent to the router, whose catch-all takes
+// them: this only decides which way a request reaches the same chain.
+func forComfyUI(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodDelete, http.MethodPatch, http.MethodOptions:
+	default:
+		return false
+	}
+	p := r.URL.RawPath
+	if p == "" {
+		p = r.URL.Path
+	}
+	switch p {
+	case "/healthz", "/readyz", loginPath, logoutPath, guestModePath:
+		return false
+	}
+	return strings.HasPrefix(p, "/") && !strings.HasPrefix(p, assetPrefix)
 }
 
 // authOptions is how Auth is set up for every protected request (and for a
@@ -290,7 +341,9 @@ func markDisabled(next http.Handler) http.Handler {
 // the gateway's own, may come while the request body still streams.
 func forwarded(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		middleware.InfoFrom(r).Forwarded = true
+		info := middleware.InfoFrom(r)
+		info.Forwarded = true
+		info.ProxyHeader = w.Header()
 		next.ServeHTTP(w, r)
 	})
 }
