@@ -479,8 +479,11 @@ func (s *Store) Changed() <-chan struct{} {
 // about which hash, or whether any, matched.
 func (s *Store) MatchHash(token string) (line int, gen uint64, ok bool) {
 	l := s.cur.Load()
-	if l == nil || !slices.Contains(l.bareLens, len(token)) {
+	if l == nil {
 		return 0, 0, false
+	}
+	if !slices.Contains(l.bareLens, len(token)) {
+		return 0, l.snap.Generation, false
 	}
 	d := sha256.Sum256([]byte(token))
 	found := 0

@@ -375,6 +375,7 @@ func (v *Verifier) VerifyFor(ctx context.Context, client, token string) Result {
 type keyedMAC struct {
 	h   hash.Hash
 	buf []byte
+	sum [32]byte
 }
 
 func (v *Verifier) mac(user, secret string) [32]byte {
@@ -389,8 +390,7 @@ func (v *Verifier) mac(user, secret string) [32]byte {
 	m.h.Reset()
 	m.buf = append(append(append(m.buf[:0], byte(len(user))), user...), secret...)
 	m.h.Write(m.buf)
-	var out [32]byte
-	m.h.Sum(out[:0])
+	out := [32]byte(m.h.Sum(m.sum[:0]))
 	clear(m.buf)
 	v.macs.Put(m)
 	return out

@@ -71,7 +71,8 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 			st := &requestState{}
 			info, rec := &st.info, &st.rec
 			*info = Info{ID: requestID(firstValue(r.Header, "X-Request-Id")), Method: MethodNone}
-			w.Header()["X-Request-Id"] = []string{info.ID}
+			st.idHeader[0] = info.ID
+			w.Header()["X-Request-Id"] = st.idHeader[:]
 			rec.ResponseWriter = w
 			next.ServeHTTP(rec, r.WithContext(WithInfo(r.Context(), info)))
 
@@ -86,7 +87,7 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 			}
 			client := host
 			if info.Client.Addr.IsValid() {
-				client = info.Client.Addr.String()
+				client = info.Client.AddrText()
 			}
 			bytesIn, bytesOut := int64(0), rec.bytes
 			ws := status == http.StatusSwitchingProtocols
@@ -146,8 +147,9 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 
 // requestState is what AccessLog keeps per request.
 type requestState struct {
-	info Info
-	rec  recorder
+	info     Info
+	rec      recorder
+	idHeader [1]string // the X-Request-Id header's value
 }
 
 // firstValue is h.Get(key) for a key already in canonical form.

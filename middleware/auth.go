@@ -144,8 +144,10 @@ func hashIs(h HashMatcher, s string) bool {
 
 // IsWebSocket reports whether r asks for a websocket upgrade.
 func IsWebSocket(r *http.Request) bool {
-	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
-		headerHasToken(r.Header.Get("Connection"), "upgrade")
+	// Canonical keys read from the map directly: most requests are not
+	// upgrades, and Get would canonicalise the key for each.
+	return strings.EqualFold(firstValue(r.Header, "Upgrade"), "websocket") &&
+		headerHasToken(firstValue(r.Header, "Connection"), "upgrade")
 }
 
 func headerHasToken(v, token string) bool {

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -35,6 +36,17 @@ type Client struct {
 	CrossSite bool
 
 	resolved bool
+	// addrText is Addr as text, made once at resolution: the access log
+	// and X-Forwarded-For both write it.
+	addrText string
+}
+
+// AddrText is Addr as text ("" for the zero Addr).
+func (c Client) AddrText() string {
+	if c.addrText == "" && c.Addr.IsValid() {
+		return c.Addr.String()
+	}
+	return c.addrText
 }
 
 // ClientKey is one failure budget of the throttle and one client of the
@@ -88,6 +100,16 @@ func (cr ClientResolver) Resolve(r *http.Request) Client {
 	}
 	// Not HTTPS although the header says so: the peer is not trusted.
 	c.ProtoIgnored = !c.HTTPS && forwardedProtoIsHTTPS(r.Header)
+	if c.Addr.IsValid() {
+		// Usually the peer's own address, already text in RemoteAddr.
+		var buf [48]byte
+		text := c.Addr.AppendTo(buf[:0])
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && host == string(text) {
+			c.addrText = host
+		} else {
+			c.addrText = string(text)
+		}
+	}
 	return c
 }
 

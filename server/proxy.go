@@ -155,17 +155,23 @@ func newProxy(o proxyOptions) (*httputil.ReverseProxy, *syncTransport) {
 func setXForwarded(pr *httputil.ProxyRequest) {
 	in, h := pr.In, pr.Out.Header
 	c := middleware.InfoFrom(in).Client
+	// One backing array for the three values; each header gets a slice of
+	// its own with no room to grow into the next.
+	v := make([]string, 3)
 	if c.Addr.IsValid() {
-		h["X-Forwarded-For"] = []string{c.Addr.String()}
+		v[0] = c.AddrText()
+		h["X-Forwarded-For"] = v[0:1:1]
 	} else if host, _, err := net.SplitHostPort(in.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{host}
+		v[0] = host
+		h["X-Forwarded-For"] = v[0:1:1]
 	}
-	h["X-Forwarded-Host"] = []string{in.Host}
-	proto := "http"
+	v[1] = in.Host
+	h["X-Forwarded-Host"] = v[1:2:2]
+	v[2] = "http"
 	if in.TLS != nil || c.Addr.IsValid() && c.HTTPS {
-		proto = "https"
+		v[2] = "https"
 	}
-	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Proto"] = v[2:3:3]
 }
 
 // handOverHeaders moves ComfyUI's answer headers into the client's writer,
