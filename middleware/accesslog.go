@@ -70,7 +70,9 @@ func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 			// key, which skips canonicalising it on every request.
 			st := &requestState{}
 			info, rec := &st.info, &st.rec
-			*info = Info{ID: requestID(firstValue(r.Header, "X-Request-Id")), Method: MethodNone}
+			clientID := firstValue(r.Header, "X-Request-Id")
+			*info = Info{ID: requestID(clientID), Method: MethodNone}
+			info.idFromClient = info.ID == clientID
 			st.idHeader[0] = info.ID
 			w.Header()["X-Request-Id"] = st.idHeader[:]
 			rec.ResponseWriter = w

@@ -79,8 +79,8 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 			info := InfoFrom(r)
 			// The access log keeps a client's X-Request-Id; never let that
 			// be a credential (a confused client, or one probing our logs).
-			if info.ID != "" && (isPresentedSecret(r, info.ID) || hashIs(opts.Hashes, info.ID)) {
-				info.ID = requestID("")
+			if info.idFromClient && (isPresentedSecret(r, info.ID) || hashIs(opts.Hashes, info.ID)) {
+				info.ID, info.idFromClient = requestID(""), false
 				w.Header().Set("X-Request-Id", info.ID)
 			}
 			if IsPublic(r, opts.PublicPaths) {

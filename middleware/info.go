@@ -91,6 +91,10 @@ type Info struct {
 	// proxy answers through, so ComfyUI's headers can be handed over
 	// rather than copied value by value.
 	ProxyHeader http.Header
+
+	// idFromClient: ID is the client's own X-Request-Id, which Auth makes
+	// sure is not a credential; an id the gateway made cannot be one.
+	idFromClient bool
 }
 
 // Refusal says why a credential was not checked.
