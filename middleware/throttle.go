@@ -154,6 +154,22 @@ func (t *Throttle) Failed(c ClientKey) (time.Duration, bool) {
 	return t.failed(id(c))
 }
 
+// Admit counts one use by a client that is not locked and reports true; a
+// locked client is refused (false) with what is left of its lock, and not
+// counted. The check and the count are one step under the mutex, so
+// callers racing each other never get more than MaxFailures admissions in
+// a Window: the MaxFailures-th admission locks the client for the next.
+// It meters something allowed a few times per client (guest logins),
+// where Locked then Failed would let concurrent callers all pass the check
+// before any of them is counted.
+func (t *Throttle) Admit(c ClientKey) (time.Duration, bool) {
+	left, _, wasLocked := t.count(id(c))
+	if wasLocked {
+		return left, false
+	}
+	return 0, true
+}
+
 // LockedToken implements Throttler.
 func (t *Throttle) LockedToken(c ClientKey, token string, cached bool) bool {
 	budget := min(t.opts.MaxFailures, maxLockGuesses)
@@ -194,6 +210,13 @@ func (t *Throttle) locked(key ClientKey) (time.Duration, bool) {
 }
 
 func (t *Throttle) failed(key ClientKey) (time.Duration, bool) {
+	left, locked, _ := t.count(key)
+	return left, locked
+}
+
+// count counts one failure for key unless it is locked already
+// (wasLocked), and reports the lock now in force, if any.
+func (t *Throttle) count(key ClientKey) (left time.Duration, locked, wasLocked bool) {
 	now := t.opts.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -213,7 +236,7 @@ func (t *Throttle) failed(key ClientKey) (time.Duration, bool) {
 	if left := e.lockedUntil.Sub(now); left > 0 {
 		// Failures while locked are not possible through Auth (it checks
 		// first), but a caller racing the lock must not extend it forever.
-		return left, true
+		return left, true, true
 	}
 	if e.strikes > 0 && now.Sub(e.lastFail) > t.opts.MaxLock {
 		e.strikes = 0
@@ -224,14 +247,14 @@ func (t *Throttle) failed(key ClientKey) (time.Duration, bool) {
 	e.lastFail = now
 	e.failures++
 	if e.failures < t.opts.MaxFailures {
-		return 0, false
+		return 0, false, false
 	}
 	lock := t.lockFor(e.strikes)
 	e.strikes++
 	e.failures, e.windowStart = 0, now
 	e.lockedUntil = now.Add(lock)
 	e.guesses = e.guesses[:0]
-	return lock, true
+	return lock, true, false
 }
 
 // lockFor returns BaseLock × 2^strikes, capped at MaxLock.

@@ -233,3 +233,43 @@ func TestCrossSiteFailuresHaveTheirOwnBudget(t *testing.T) {
 		t.Fatal("Origin classification is wrong")
 	}
 }
+
+// TestAdmitLetsExactlyMaxFailuresInAtOnce: callers racing on one client get
+// MaxFailures admissions between them, the rest the lock's remainder, and
+// a refused caller does not extend the lock.
+func TestAdmitLetsExactlyMaxFailuresInAtOnce(t *testing.T) {
+	c := &clock{now: time.Unix(1e9, 0)}
+	th := newTestThrottle(c)
+	const callers = 50
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	in, out := 0, 0
+	start := make(chan struct{})
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			d, ok := th.Admit(ClientKey{Addr: attacker})
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
+				in++
+			} else if d == 10*time.Second {
+				out++
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if in != 3 || out != callers-3 {
+		t.Fatalf("%d racing callers: %d admitted, %d refused for the full lock; want 3 and %d", callers, in, out, callers-3)
+	}
+	c.Add(10 * time.Second)
+	if _, ok := th.Admit(ClientKey{Addr: attacker}); !ok {
+		t.Fatal("refused after the lock ended: refusals extended it")
+	}
+	if _, ok := th.Admit(ClientKey{Addr: bystander}); !ok {
+		t.Fatal("another address was refused")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
@@ -107,4 +108,88 @@ func TestGuestChurnNeverEndsUserSessions(t *testing.T) {
 	if _, fresh := guestLoginFrom(t, g, clientFrom(t, "127.0.0.7")); fresh == "" || statusOf(t, g, "/api/system_stats", fresh) != 200 {
 		t.Error("a guest arriving after the overflow is refused")
 	}
+}
+
+// TestConcurrentGuestLoginsNeverPassTheLimit: a client pressing "Continue
+// as guest" from 64 connections at once gets exactly guestLoginBurst guest
+// sessions; every other press gets 429 with Retry-After. The limit is taken
+// in the same step as it is checked, so no press slips between another's
+// check and its count. The burst is repeated from 20 addresses, since one
+// burst rarely lands a press in that gap.
+func TestConcurrentGuestLoginsNeverPassTheLimit(t *testing.T) {
+	g := startLoginGateway(t, func(c *Config) { c.GuestMode = true })
+	const presses, rounds = 64, 20
+	for i := range rounds {
+		addr := fmt.Sprintf("127.0.0.%d", 10+i)
+		client := clientFrom(t, addr)
+		sessions, refused := concurrentGuestLogins(t, g, client, presses)
+		if sessions > guestLoginBurst {
+			t.Fatalf("%d concurrent guest logins from %s started %d sessions; the limit is %d", presses, addr, sessions, guestLoginBurst)
+		}
+		if sessions != guestLoginBurst || refused != presses-guestLoginBurst {
+			t.Fatalf("%d concurrent guest logins from %s: %d sessions, %d refused; want %d and %d",
+				presses, addr, sessions, refused, guestLoginBurst, presses-guestLoginBurst)
+		}
+		if resp, cookie := guestLoginFrom(t, g, client); resp.StatusCode != http.StatusTooManyRequests || cookie != "" {
+			t.Fatalf("a guest login from %s after the burst = %d (cookie %v), want 429", addr, resp.StatusCode, cookie != "")
+		}
+	}
+}
+
+// concurrentGuestLogins sends n guest logins from client at once (each on
+// its own connection, released together) and counts the sessions started
+// and the 429 refusals with Retry-After; any other answer fails t.
+func concurrentGuestLogins(t *testing.T, g *gateway, client *http.Client, n int) (sessions, refused int) {
+	t.Helper()
+	client.Transport.(*http.Transport).MaxIdleConnsPerHost = n
+	start := make(chan struct{})
+	type outcome struct {
+		status     int
+		retryAfter string
+		cookie     bool
+		err        error
+	}
+	results := make(chan outcome, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", g.URL+"/login", strings.NewReader(url.Values{"guest_mode": {"1"}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", g.URL)
+			<-start
+			resp, err := client.Do(req)
+			if err != nil {
+				results <- outcome{err: err}
+				return
+			}
+			resp.Body.Close()
+			o := outcome{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After")}
+			for _, c := range resp.Cookies() {
+				if c.Name == middleware.SessionCookie && c.Value != "" {
+					rememberSecret(c.Value)
+					o.cookie = true
+				}
+			}
+			results <- o
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	for o := range results {
+		switch {
+		case o.err != nil:
+			t.Errorf("guest login: %v", o.err)
+		case o.status == http.StatusFound && o.cookie:
+			sessions++
+		case o.status == http.StatusTooManyRequests && !o.cookie && o.retryAfter != "":
+			refused++
+		default:
+			t.Errorf("guest login answered %d (cookie %v, Retry-After %q); want 302 with a session or 429 with Retry-After",
+				o.status, o.cookie, o.retryAfter)
+		}
+	}
+	return sessions, refused
 }

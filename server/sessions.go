@@ -115,7 +115,10 @@ func (s *Server) handleGuestLogin(w http.ResponseWriter, r *http.Request, next s
 		return
 	}
 	client := s.client(r)
-	if d, blocked := s.guestLimit.Locked(client.SameSiteKey()); blocked {
+	// Taken before the session is issued, in one step with the check, so
+	// that concurrent presses cannot all pass the check before any counts.
+	// A press that then issues nothing (no credential loaded) still counts.
+	if d, admitted := s.guestLimit.Admit(client.SameSiteKey()); !admitted {
 		secs := max(1, int((d+time.Second-1)/time.Second))
 		info.Reason = "login: too many guest logins from this client"
 		w.Header().Set("Retry-After", fmt.Sprint(secs))
@@ -128,7 +131,6 @@ func (s *Server) handleGuestLogin(w http.ResponseWriter, r *http.Request, next s
 		http.Redirect(w, r, loginPath, http.StatusFound)
 		return
 	}
-	s.guestLimit.Failed(client.SameSiteKey()) // counts the login; the next one past the burst is refused
 	s.logger.Info().Str("client", client.Addr.String()).Str("session", hex.EncodeToString(sess.ID[:4])).Msg("guest session started")
 	http.Redirect(w, r, orRoot(next), http.StatusFound)
 }
