@@ -52,6 +52,11 @@ type AccessLogOptions struct {
 	// RefusalClients caps the clients whose refusals are counted apart;
 	// 0 means DefaultRefusalClients.
 	RefusalClients int
+	// RegisterFlush, when set, is called once, by AccessLogWith, with a
+	// function that writes the refusal summaries still pending and has
+	// later refusals logged one by one. Call it when the server has
+	// stopped serving, or the last interval's refusals are never logged.
+	RegisterFlush func(flush func())
 }
 
 // AccessLogWith is AccessLog with its flood bounds set. Refusals the
@@ -62,6 +67,9 @@ type AccessLogOptions struct {
 func AccessLogWith(o AccessLogOptions) func(http.Handler) http.Handler {
 	logger, observers := o.Logger, o.Observers
 	refusals := newRefusalLog(logger, o.RefusalInterval, o.RefusalClients)
+	if o.RegisterFlush != nil {
+		o.RegisterFlush(refusals.close)
+	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()

@@ -29,6 +29,9 @@ const (
 // most clients first lines and clients summaries per interval, plus the
 // overflow line: with the defaults, about 51 lines a second for a flood
 // from more than 256 addresses, and one line per 10 s for a flood from one.
+//
+// close writes what is still counted when the gateway stops, so a flood in
+// the last interval before a restart is in the log too.
 type refusalLog struct {
 	logger   zerolog.Logger
 	interval time.Duration
@@ -39,6 +42,9 @@ type refusalLog struct {
 	clients  map[netip.Addr]*refusalCount
 	overflow refusalCount
 	timer    *time.Timer
+	// closed is set by close: every refusal after it is logged at once,
+	// as no summary would be written for it.
+	closed bool
 }
 
 type refusalCount struct {
@@ -82,6 +88,9 @@ func isRefusal(r *http.Request, info *Info, status int) bool {
 func (l *refusalLog) first(client netip.Addr, status int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return true
+	}
 	if l.timer == nil {
 		l.timer = time.AfterFunc(l.interval, l.flush)
 	}
@@ -106,6 +115,9 @@ func (l *refusalLog) flush() {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		return // close wrote everything; a timer that fired meanwhile has nothing left
+	}
 	for key, c := range l.clients {
 		if now.Sub(c.since) < l.interval {
 			continue
@@ -125,6 +137,35 @@ func (l *refusalLog) flush() {
 	if len(l.clients) > 0 || l.overflow.total > 0 {
 		l.timer = time.AfterFunc(l.interval/2, l.flush)
 	}
+}
+
+// close writes a summary for every client, and for the overflow, with
+// refusals still counted, however little of their interval has passed, and
+// from then on has every refusal logged one by one. The gateway calls it
+// once it has stopped serving: a summary not written then never would be.
+// Calling it again writes nothing.
+func (l *refusalLog) close() {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	keys := make([]netip.Addr, 0, len(l.clients))
+	for key, c := range l.clients {
+		if c.total > 0 {
+			keys = append(keys, key)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].Less(keys[j]) })
+	for _, key := range keys {
+		l.summary(key.String(), l.clients[key], now)
+	}
+	if l.overflow.total > 0 {
+		l.summary("untracked", &l.overflow, now)
+	}
+	l.clients, l.overflow, l.closed = map[netip.Addr]*refusalCount{}, refusalCount{}, true
 }
 
 func (l *refusalLog) summary(client string, c *refusalCount, now time.Time) {

@@ -58,3 +58,35 @@ func TestRefusalLogLinesAreBoundedWhateverTheNumberOfClients(t *testing.T) {
 		t.Fatalf("%d logged + %d summarised, want all %d refusals accounted for", logged, summarised, total)
 	}
 }
+
+// TestRefusalLogCloseWritesWhatIsPendingThenLogsEachRefusal: close writes
+// the counts of a client and of the overflow whose interval has not
+// passed, once; refusals after it are logged one by one.
+func TestRefusalLogCloseWritesWhatIsPendingThenLogsEachRefusal(t *testing.T) {
+	var buf bytes.Buffer
+	l := newRefusalLog(zerolog.New(&buf), time.Hour, 1)
+	a, b := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	for _, c := range []netip.Addr{a, a, a, b, b} {
+		l.first(c, 401)
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("a summary before the interval passed: %s", buf.String())
+	}
+	l.close()
+	l.close()
+	got := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	want := []string{`"client":"10.0.0.1","refused":2,"statuses":{"401":2}`, `"client":"untracked","refused":2,"statuses":{"401":2}`}
+	if len(got) != len(want) {
+		t.Fatalf("close wrote %d lines, want %d:\n%s", len(got), len(want), buf.String())
+	}
+	for i := range want {
+		if !strings.Contains(got[i], want[i]) {
+			t.Errorf("line %d = %s, want it to contain %s", i, got[i], want[i])
+		}
+	}
+	for i := range 3 {
+		if !l.first(a, 401) {
+			t.Fatalf("refusal %d after close was counted for a summary that will not be written", i+1)
+		}
+	}
+}

@@ -151,3 +151,47 @@ func TestWebsocketBytesAreCountedBothWays(t *testing.T) {
 		t.Fatalf("bytes_out %d, bytes %d: want the status frame ComfyUI sent, counted in both", *line.BytesOut, *line.Bytes)
 	}
 }
+
+// TestRefusalsPendingAtShutdownAreSummarised: refusals counted for a
+// summary whose interval has not passed are written when the gateway
+// stops, so a flood just before a restart is in the log.
+func TestRefusalsPendingAtShutdownAreSummarised(t *testing.T) {
+	g := startGateway(t, gatewayOpts{configure: func(c *Config) { c.refusalLogInterval = time.Hour }})
+	attacker := clientFrom(t, "127.0.0.2")
+	const refusals = 5
+	for i := range refusals {
+		if s := statusWith(t, attacker, g.URL+"/queue", "").StatusCode; s != http.StatusUnauthorized {
+			t.Fatalf("refusal %d = %d, want 401", i, s)
+		}
+	}
+	for _, l := range logLines(t, g) {
+		if l.Message == "refusals not logged one by one" {
+			t.Fatalf("a summary before the interval passed: %+v", l)
+		}
+	}
+	g.Stop()
+
+	lines := logLines(t, g)
+	requestLines, summarised, summary, stopped := 0, 0, -1, -1
+	for i, l := range lines {
+		switch {
+		case l.Path == "/queue" && l.Client == "127.0.0.2":
+			requestLines++
+		case l.Message == "refusals not logged one by one" && l.Client == "127.0.0.2":
+			summarised += l.Refused
+			summary = i
+			if l.Statuses["401"] != refusals-1 {
+				t.Errorf("summary statuses = %v, want 401: %d", l.Statuses, refusals-1)
+			}
+		case l.Message == "stopped":
+			stopped = i
+		}
+	}
+	if requestLines != 1 || summarised != refusals-1 {
+		t.Fatalf("%d refusals before shutdown left %d request lines and a summary of %d; want 1 and %d",
+			refusals, requestLines, summarised, refusals-1)
+	}
+	if summary > stopped {
+		t.Errorf("the summary came after the gateway's last line")
+	}
+}

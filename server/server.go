@@ -52,6 +52,9 @@ type Server struct {
 	// metricsLn is the separate metrics listener opened by Listen, nil
 	// when cfg.MetricsListen is empty.
 	metricsLn net.Listener
+	// flushRefusals writes the access log's pending refusal summaries; Serve
+	// calls it when it stops (see middleware.AccessLogOptions.RegisterFlush).
+	flushRefusals func()
 	// guestLimit counts guest logins per client (see handleGuestLogin);
 	// nil when authentication is disabled.
 	guestLimit *middleware.Throttle
@@ -216,6 +219,7 @@ func (s *Server) routes() http.Handler {
 			Logger:          s.logger,
 			Observers:       []func(middleware.Completed){s.metrics.observe},
 			RefusalInterval: s.cfg.refusalLogInterval,
+			RegisterFlush:   func(flush func()) { s.flushRefusals = flush },
 		}),
 		middleware.CloseUnreadBody,
 		middleware.ResolveClient(s.clients),
@@ -516,6 +520,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 	select {
 	case err := <-errc:
+		s.flushRefusals()
 		return fmt.Errorf("serving on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
@@ -535,6 +540,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.logger.Warn().Err(err).Msg("drain bound reached; closing the remaining connections")
 		_ = srv.Close()
 	}
+	// After the drain, so that refusals of the requests it waited for are
+	// counted in the summaries, not lost.
+	s.flushRefusals()
 	if s.sessions != nil {
 		_ = s.sessions.Flush() // a logout whose write failed gets one more try; logged on failure
 	}
