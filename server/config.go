@@ -157,6 +157,10 @@ type Config struct {
 	// bcryptCompare replaces bcrypt in the verifier; tests use it to hold a
 	// worker busy without burning real bcrypt. Not a setting.
 	bcryptCompare func(hash, token []byte) error
+	// beforeWebsocketAdmission, when set, runs between a websocket's
+	// credential check and its admission to a credential line; tests land
+	// a reload there. Nil in production. Not a setting.
+	beforeWebsocketAdmission func()
 	// maxRevoked and maxGuestRevoked bound the users' and the guests'
 	// revocation lists; 0 means middleware's defaults. Tests lower them.
 	maxRevoked, maxGuestRevoked int

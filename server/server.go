@@ -368,14 +368,18 @@ func (s *Server) trackWebsockets(next http.Handler) http.Handler {
 		defer cancel()
 		stop := context.AfterFunc(s.wsCtx, cancel)
 		defer stop()
+		if s.cfg.beforeWebsocketAdmission != nil {
+			s.cfg.beforeWebsocketAdmission()
+		}
 		release, ok := s.admitWebsocket(r, cancel)
 		if !ok {
-			// The credentials changed between the check and the upgrade
-			// and no longer hold this line; the client retries and is
-			// checked against the new ones.
+			// The credentials were reloaded between the check and the
+			// upgrade: the line the check named is one of a file no longer
+			// in force, so the client retries and is checked against the
+			// new one.
 			w.Header().Set("Retry-After", "1")
 			middleware.Refuse(w, r, http.StatusServiceUnavailable, middleware.CodeCredentialsReloaded, "credentials reloaded",
-				"the credential file was reloaded during the websocket upgrade and no longer holds the credential that was checked; connect again")
+				"the credential file was reloaded during the websocket upgrade; connect again to be checked against the new one")
 			return
 		}
 		defer release()

@@ -2,10 +2,12 @@ package server
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,5 +168,114 @@ func TestRevokingAUserClosesTheirOpenWebsockets(t *testing.T) {
 	}
 	if got := closedLogs(); len(got) != 3 || got[2] != middleware.UserDefault {
 		t.Fatalf("websockets closed for %q, want bob twice then %s", got, middleware.UserDefault)
+	}
+}
+
+// TestReloadDuringAWebsocketUpgradeIsAnswered503: through the real server,
+// a reload of the credential file lands after a websocket's credential
+// check and before its upgrade. The upgrade is answered 503
+// credentials_reloaded with Retry-After, not proxied on a check made
+// against credentials no longer in force, for a token and for a session
+// alike. The client's retry is checked against the new file: it connects
+// when its line is still there, and gets 401 when the reload removed it.
+func TestReloadDuringAWebsocketUpgradeIsAnswered503(t *testing.T) {
+	const aliceTok, bobTok = "alice-secret-0123456789abcdefghij", "bob-secret-0123456789abcdefghijk"
+	aliceLine := "alice:" + lowCostHash(t, aliceTok) + "\n"
+	bobLine := "bob:" + lowCostHash(t, bobTok) + "\n"
+	carolLine := "carol:" + lowCostHash(t, "carol-secret-0123456789abcdefghi") + "\n"
+	for _, tc := range []struct {
+		name      string
+		bySession bool
+		reloadTo  string // the file the reload puts in force mid-upgrade
+		retry     int    // the retry's status: 101 connected, 401 refused
+	}{
+		{"token, line kept", false, aliceLine + carolLine + bobLine, http.StatusSwitchingProtocols},
+		{"session, line kept", true, carolLine + bobLine + aliceLine, http.StatusSwitchingProtocols},
+		{"token, line removed", false, bobLine, http.StatusUnauthorized},
+		{"session, line removed", true, bobLine, http.StatusUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var armed atomic.Bool
+			var g *gateway
+			g = startGateway(t, gatewayOpts{hashContent: ptr(aliceLine + bobLine), configure: func(c *Config) {
+				c.beforeWebsocketAdmission = func() {
+					if !armed.CompareAndSwap(true, false) {
+						return
+					}
+					store := g.Server.Store()
+					changed := store.Changed()
+					if err := os.WriteFile(g.HashFile, []byte(tc.reloadTo), 0o644); err != nil {
+						t.Error(err) // the handler's goroutine: no Fatal here
+						return
+					}
+					select {
+					case <-changed:
+					case <-time.After(10 * time.Second):
+						t.Error("the rewritten hash file was not reloaded within 10 s")
+					}
+				}
+			}})
+			h := http.Header{"Origin": {g.URL}}
+			if tc.bySession {
+				resp := g.do(t, "POST", "/login", form(url.Values{"username": {"alice"}, "password": {aliceTok}}), formType)
+				for _, ck := range resp.Cookies() {
+					if ck.Name == middleware.SessionCookie && ck.Value != "" {
+						rememberSecret(ck.Value)
+						h.Set("Cookie", middleware.SessionCookie+"="+ck.Value)
+					}
+				}
+				if h.Get("Cookie") == "" {
+					t.Fatalf("login answered %d with no session", resp.StatusCode)
+				}
+			} else {
+				h.Set("Authorization", "Bearer alice:"+aliceTok)
+			}
+
+			armed.Store(true)
+			conn, resp, err := dialWS(t, g, "/ws?clientId=alice", h)
+			if err == nil {
+				conn.Close()
+				t.Fatal("the upgrade was proxied on a check made before the reload")
+			}
+			if armed.Load() {
+				t.Fatal("the upgrade never reached its admission")
+			}
+			if resp == nil {
+				t.Fatalf("dial: %v, no response", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
+				refusalCode(t, resp.Header.Get("Content-Type"), body) != middleware.CodeCredentialsReloaded {
+				t.Fatalf("upgrade during a reload = %d, Retry-After %q, %s; want 503, 1, code %s",
+					resp.StatusCode, resp.Header.Get("Retry-After"), body, middleware.CodeCredentialsReloaded)
+			}
+			if n := g.Server.OpenWebsockets(); n != 0 {
+				t.Fatalf("%d websockets counted open after the refusal", n)
+			}
+
+			conn, resp, err = dialWS(t, g, "/ws?clientId=alice", h)
+			if tc.retry == http.StatusSwitchingProtocols {
+				if err != nil {
+					t.Fatalf("the retry with a credential still loaded: %v (response %v)", err, resp)
+				}
+				defer conn.Close()
+				_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				var frame struct {
+					Type string `json:"type"`
+				}
+				if err := conn.ReadJSON(&frame); err != nil || frame.Type != "status" {
+					t.Fatalf("the retry's first frame %q, err %v; want ComfyUI's status", frame.Type, err)
+				}
+				return
+			}
+			if err == nil {
+				conn.Close()
+				t.Fatal("the retry with a removed credential was proxied")
+			}
+			if resp == nil || resp.StatusCode != tc.retry {
+				t.Fatalf("the retry with a removed credential: %v (response %v), want %d", err, resp, tc.retry)
+			}
+		})
 	}
 }
