@@ -29,9 +29,16 @@ type GuestOptions struct {
 // on GET (ComfyUI-Manager's reboot and queue start, for one).
 // /userdata (saved workflows, user files), /internal (logs, paths) and
 // every write but the two below are refused with 403 and a JSON reason.
-// Settings writes alone are answered 200 `{}`: the frontend saves settings
-// by itself as the guest moves panels around, and would show an error for
-// each; the guest's settings simply are not kept.
+//
+// Settings are answered by the gateway, as ComfyUI answers a user who has
+// none: reads get 200 `{}` (GET /settings) or `null` (GET /settings/{id}),
+// writes 200 `{}`. Without ComfyUI's multi-user mode its settings are the
+// operator's, a free-form store any frontend extension writes into (some
+// keep API keys there), and not part of looking; the frontend starts from
+// its defaults on `{}`, as for any new user. Writes are answered rather
+// than refused because the frontend saves settings by itself as the guest
+// moves panels around, and would show an error for each; the guest's
+// settings simply are not kept.
 //
 // Queueing (POST /prompt): the body must be a JSON object of at most
 // MaxGuestPromptBytes; `client_id` is replaced by one derived from the
@@ -77,12 +84,15 @@ func GuestPolicy(opts GuestOptions) func(http.Handler) http.Handler {
 				servePrompt(w, r, next, g)
 			case guestUpload:
 				guardUpload(w, r, next)
+			case guestSettingsRead:
+				info.Reason = "guest: settings are not shown, answered {}"
+				answerGuestSettings(w, "{}")
+			case guestSettingRead:
+				info.Reason = "guest: settings are not shown, answered null"
+				answerGuestSettings(w, "null")
 			case guestSettingsWrite:
 				info.Reason = "guest: settings are not saved, answered {}"
-				w.Header().Set("Content-Type", "application/json; charset=utf-8")
-				w.Header().Set("Cache-Control", "no-store")
-				w.WriteHeader(http.StatusOK)
-				_, _ = w.Write([]byte("{}"))
+				answerGuestSettings(w, "{}")
 			default:
 				refuseGuest(w, r, reason)
 			}
@@ -92,6 +102,15 @@ func GuestPolicy(opts GuestOptions) func(http.Handler) http.Handler {
 
 // guestPromise is the sentence every refusal ends with.
 const guestPromise = "guests may look, queue prompts and upload new input images; log in with the password for anything else"
+
+// answerGuestSettings answers a guest's settings request with body, never
+// cached: the same browser may log in with the password next.
+func answerGuestSettings(w http.ResponseWriter, body string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(body))
+}
 
 func refuseGuest(w http.ResponseWriter, r *http.Request, reason string) {
 	InfoFrom(r).Reason = "guest: " + reason
@@ -107,6 +126,8 @@ const (
 	guestRedacted
 	guestPrompt
 	guestUpload
+	guestSettingsRead // GET /settings
+	guestSettingRead  // GET /settings/{id}
 	guestSettingsWrite
 )
 
@@ -116,9 +137,9 @@ const (
 var guestReads = map[string]bool{
 	"/": false, "/embeddings": false, "/models": false, "/extensions": false, "/view": false,
 	"/system_stats": false, "/features": false, "/prompt": false, "/object_info": false,
-	"/settings": false, "/users": false, "/i18n": false, "/workflow_templates": false,
+	"/users": false, "/i18n": false, "/workflow_templates": false,
 	"/experiment/models": false,
-	"/models/":           true, "/object_info/": true, "/history/": true, "/settings/": true,
+	"/models/":           true, "/object_info/": true, "/history/": true,
 	"/view_metadata/": true, "/experiment/models/": true,
 }
 
@@ -155,6 +176,18 @@ func guestRuleFor(method, path string) (guestRule, string) {
 	case strings.HasPrefix(lower, "/internal"):
 		return guestRefused, method + " " + core + ": ComfyUI's logs and internal routes are closed to guests"
 	}
+	// Settings come first, before static files: /settings/{id} takes any
+	// one segment, /settings/Comfy.x.json included.
+	if settings, one := settingsRoute(core); settings {
+		switch {
+		case method == http.MethodPost:
+			return guestSettingsWrite, ""
+		case (method == http.MethodGet || method == http.MethodHead) && one:
+			return guestSettingRead, ""
+		case method == http.MethodGet || method == http.MethodHead:
+			return guestSettingsRead, ""
+		}
+	}
 	switch method {
 	case http.MethodGet, http.MethodHead:
 		switch core {
@@ -176,11 +209,19 @@ func guestRuleFor(method, path string) (guestRule, string) {
 			return guestPrompt, ""
 		case core == "/upload/image":
 			return guestUpload, ""
-		case core == "/settings" || strings.HasPrefix(core, "/settings/") && !strings.Contains(core[len("/settings/"):], "/"):
-			return guestSettingsWrite, ""
 		}
 	}
 	return guestRefused, method + " " + core + " changes ComfyUI"
+}
+
+// settingsRoute reports whether core is one of ComfyUI's settings routes:
+// /settings, or /settings/{id} (one, for any single segment).
+func settingsRoute(core string) (settings, one bool) {
+	if core == "/settings" {
+		return true, false
+	}
+	id, ok := strings.CutPrefix(core, "/settings/")
+	return ok && !strings.Contains(id, "/"), true
 }
 
 // comfyPath decodes an escaped request path as ComfyUI's router (aiohttp

@@ -128,10 +128,10 @@ func TestGuestsAndTheBareUserAreComfyUsersOfTheirOwn(t *testing.T) {
 	bare := sentComfyUser(t, g, "/settings")
 	for i := 0; i < 2; i++ {
 		cookie := guestCookie(t, g)
-		if resp := g.do(t, "GET", "/api/settings", nil, cookie, "Comfy-User: "+bare[0]); resp.StatusCode != 200 {
+		if resp := g.do(t, "GET", "/api/object_info", nil, cookie, "Comfy-User: "+bare[0]); resp.StatusCode != 200 {
 			t.Fatalf("guest: %d", resp.StatusCode)
 		}
-		guest := sentComfyUser(t, g, "/api/settings")
+		guest := sentComfyUser(t, g, "/api/object_info")
 		want := registered(g, middleware.UserGuest)
 		if len(want) != 1 || len(guest) != 1 || guest[0] != want[0] || guest[0] == bare[0] {
 			t.Fatalf("guest %d sent %q; registry %v", i, guest, g.Fake.Users())

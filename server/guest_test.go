@@ -406,3 +406,62 @@ func TestGuestPromptCannotSmuggleKeysThroughACharset(t *testing.T) {
 		t.Errorf("guest upload reached ComfyUI with Content-Encoding %q over the gateway's plain rewrite", rec.Header.Get("Content-Encoding"))
 	}
 }
+
+// TestGuestsDoNotSeeTheOperatorsSettings: without ComfyUI's multi-user
+// mode, ComfyUI's settings are the operator's (extensions keep API keys
+// there). A guest's GET /settings is answered {} and GET /settings/{id}
+// null, as ComfyUI answers a user without settings, so the frontend loads
+// on its defaults; no settings read of a guest reaches ComfyUI, under any
+// spelling, while the operator still reads theirs. In the gateway's
+// multi-user mode guests get the same answers.
+func TestGuestsDoNotSeeTheOperatorsSettings(t *testing.T) {
+	const secret = "sk-operator-0123456789"
+	for _, mode := range []struct {
+		name  string
+		start func(t *testing.T) (g *gateway, guest, operator string)
+	}{
+		{"single-user", func(t *testing.T) (*gateway, string, string) {
+			g, guest := guestGateway(t, fakecomfy.Options{})
+			_, operator := g.login(t, testPassword)
+			return g, guest, operator
+		}},
+		{"multi-user", func(t *testing.T) (*gateway, string, string) {
+			g := multiUserGateway(t, nil, nil)
+			return g, guestCookie(t, g), bearer
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			g, guest, operator := mode.start(t)
+			origin := "Origin: " + g.URL
+			saved := []byte(`{"Comfy.ColorPalette":"dark","SomeNode.ApiKey":"` + secret + `"}`)
+			if resp := g.do(t, "POST", "/settings", saved, operator, origin); resp.StatusCode != 200 {
+				t.Fatalf("the operator's settings write: %d", resp.StatusCode)
+			}
+			if body := readBody(t, g.do(t, "GET", "/api/settings", nil, operator)); !strings.Contains(body, secret) {
+				t.Fatalf("control: the operator's settings = %s, want theirs", body)
+			}
+			g.Fake.Reset()
+			for _, tc := range []struct{ method, path, want string }{
+				{"GET", "/settings", "{}"},
+				{"GET", "/api/settings", "{}"},
+				{"HEAD", "/api/settings", ""},
+				{"GET", "/settings/SomeNode.ApiKey", "null"},
+				{"GET", "/api/settings/SomeNode.ApiKey", "null"},
+				{"GET", "/api/settings/SomeNode%2EApiKey", "null"},
+				{"GET", "/settings/SomeNode.ApiKey.json", "null"},
+				{"GET", "/api/%73ettings", "{}"},
+			} {
+				resp := g.do(t, tc.method, tc.path, nil, guest)
+				body := readBody(t, resp)
+				if resp.StatusCode != 200 || body != tc.want || strings.Contains(body, secret) ||
+					!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || resp.Header.Get("Cache-Control") != "no-store" {
+					t.Errorf("guest %s %s = %d %q (%s, Cache-Control %q), want 200 %q as JSON, not stored",
+						tc.method, tc.path, resp.StatusCode, body, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"), tc.want)
+				}
+			}
+			if reqs := g.Fake.Requests(); len(reqs) != 0 {
+				t.Errorf("%d guest settings reads reached ComfyUI, first %s %s", len(reqs), reqs[0].Method, reqs[0].Path)
+			}
+		})
+	}
+}
