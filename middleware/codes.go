@@ -99,6 +99,12 @@ const (
 	// prompt_id, the id of another user's prompt in ComfyUI's queue or
 	// history.
 	CodePromptIDTaken RefusalCode = "prompt_id_taken"
+	// CodeNotYourOutput (404): a named user or guest asked /view for an
+	// output or temp file that no prompt of theirs in ComfyUI's history
+	// lists, or with a query that names no file. 404, as for a file that
+	// does not exist, so that the answer does not tell whether another
+	// user made it.
+	CodeNotYourOutput RefusalCode = "not_your_output"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was
 	// not passed on without its Comfy-User.
@@ -118,6 +124,7 @@ var RefusalCodes = []RefusalCode{
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
 	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
 	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
+	CodeNotYourOutput,
 }
 
 // Refuse is the one way the gateway writes a JSON refusal:

@@ -1,0 +1,400 @@
+package middleware
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// OutputFile names a file ComfyUI's GET /view serves: its directory type
+// ("output", "temp" or "input"), its subfolder in that directory ("" for
+// none; never absolute, never with a "." or ".." part) and its name.
+type OutputFile struct{ Type, Subfolder, Filename string }
+
+// ViewedFile is the file ComfyUI 0.3.64's view_image serves for the query
+// q, resolved as it does: a filename ending in "[output]", "[input]" or
+// "[temp]" names its directory (that suffix and the character before it
+// are cut off), else the type parameter does ("output" when absent); the
+// subfolder is joined and normalised; only the filename's last path
+// element counts. ok is false when ComfyUI would serve no file: no or an
+// empty filename, one starting with "/" or holding "..", an unknown type,
+// a subfolder outside the directory; and, since ComfyUI could decode them
+// differently, names that are not UTF-8 or hold a NUL.
+func ViewedFile(q url.Values) (f OutputFile, ok bool) {
+	if !q.Has("filename") {
+		return f, false
+	}
+	name := q.Get("filename")
+	for _, t := range []string{"output", "input", "temp"} {
+		if base, cut := strings.CutSuffix(name, "["+t+"]"); cut {
+			// Python's name[:-len(t)-3]: one character, not one byte, more.
+			_, n := utf8.DecodeLastRuneInString(base)
+			name, f.Type = base[:len(base)-n], t
+			break
+		}
+	}
+	if name == "" || name[0] == '/' || strings.Contains(name, "..") {
+		return f, false
+	}
+	if f.Type == "" {
+		f.Type = "output"
+		if q.Has("type") {
+			f.Type = q.Get("type")
+		}
+		if f.Type != "output" && f.Type != "temp" && f.Type != "input" {
+			return f, false
+		}
+	}
+	sub, ok := cleanSubfolder(q.Get("subfolder"))
+	if !ok {
+		return f, false
+	}
+	f.Subfolder, f.Filename = sub, path.Base(name)
+	if !plainName(f.Subfolder) || !plainName(f.Filename) {
+		return f, false
+	}
+	return f, true
+}
+
+// cleanSubfolder is a subfolder as os.path.abspath leaves it relative to
+// its directory; ok is false for one that leaves the directory, and for an
+// absolute one (ComfyUI accepts an absolute path inside its directory, but
+// no output ever names one).
+func cleanSubfolder(sub string) (string, bool) {
+	if sub == "" {
+		return "", true
+	}
+	if sub[0] == '/' {
+		return "", false
+	}
+	c := path.Clean(sub)
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", false
+	}
+	if c == "." {
+		c = ""
+	}
+	return c, true
+}
+
+func plainName(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }
+
+// query is the /view query the gateway forwards for f: q with filename,
+// subfolder and type replaced by f's, written by Go's encoder, so ComfyUI
+// serves exactly the file the gateway checked whatever its own query
+// parser makes of `;`, repeated keys or odd escapes.
+func (f OutputFile) query(q url.Values) string {
+	out := url.Values{}
+	for k, v := range q {
+		out[k] = v
+	}
+	out["filename"] = []string{f.Filename}
+	out["subfolder"] = []string{f.Subfolder}
+	out["type"] = []string{f.Type}
+	return out.Encode()
+}
+
+// PromptOutputs is one ComfyUI history entry: its verified user ("" when
+// its tag does not verify) and the files its outputs list.
+type PromptOutputs struct {
+	Owner string
+	Files []OutputFile
+}
+
+// HistoryOutputs reads a ComfyUI GET /history (or /history/{id}) answer:
+// for each entry in order, its verified user and the output and temp
+// files listed in its outputs.
+func HistoryOutputs(raw, key []byte) ([]PromptOutputs, error) {
+	ms, err := readObject(raw)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PromptOutputs, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, PromptOutputs{Owner: historyOwner(m.key, m.val, key), Files: entryFiles(m.val)})
+	}
+	return out, nil
+}
+
+// entryFiles are the files a history entry's outputs list, as the
+// frontend asks /view for them: every item of a list under a node's
+// output ("images", "gifs", "audio", "3d", ...) that is an object with a
+// string filename; subfolder "" and type "output" when absent, as in a
+// /view query without them. Input files are left out: they are shared.
+func entryFiles(entry json.RawMessage) []OutputFile {
+	var e struct {
+		Outputs map[string]map[string]json.RawMessage `json:"outputs"`
+	}
+	if json.Unmarshal(entry, &e) != nil {
+		return nil
+	}
+	var files []OutputFile
+	for _, node := range e.Outputs {
+		for _, list := range node {
+			var items []struct {
+				Filename  *string `json:"filename"`
+				Subfolder *string `json:"subfolder"`
+				Type      *string `json:"type"`
+			}
+			if json.Unmarshal(list, &items) != nil {
+				continue
+			}
+			for _, it := range items {
+				if it.Filename == nil {
+					continue
+				}
+				q := url.Values{"filename": {*it.Filename}}
+				if it.Subfolder != nil {
+					q.Set("subfolder", *it.Subfolder)
+				}
+				if it.Type != nil {
+					q.Set("type", *it.Type)
+				}
+				if f, ok := ViewedFile(q); ok && f.Type != "input" {
+					files = append(files, f)
+				}
+			}
+		}
+	}
+	return files
+}
+
+// Bounds of the OutputOwners index.
+const (
+	// MaxIndexedOutputs is how many files the index holds at most.
+	MaxIndexedOutputs = 100_000
+	// MaxIndexedOutputBytes bounds the index's names (subfolder, file
+	// name and user, summed over its files).
+	MaxIndexedOutputBytes = 16 << 20
+	// RecentHistoryEntries is how many of the newest history entries a
+	// miss reads first: a file just made is among them.
+	RecentHistoryEntries = 64
+	// FullHistoryGap is the least time between the starts of two reads of
+	// the whole history.
+	FullHistoryGap = 2 * time.Second
+)
+
+// OutputOwners knows which user's prompt made each file in ComfyUI's
+// output and temp directories, from the outputs of ComfyUI's history
+// entries. It is filled from the history answers the gateway already
+// reads for users (Learn), and on a miss from ComfyUI: first the newest
+// RecentHistoryEntries entries, then, for a file the index does not know
+// at all, the whole history, which replaces the index. Each of the two
+// reads has at most one call in flight gateway-wide; a miss waits for a
+// read that started after it arrived, so concurrent misses share reads,
+// and whole reads start at least FullHistoryGap apart. The index holds at
+// most MaxIndexedOutputs files and MaxIndexedOutputBytes of names, the
+// newest entries first when it is replaced; beyond, files are not
+// indexed and only the operator views them. A file two users' entries
+// list is nobody's. The zero value is not usable: see NewOutputOwners.
+type OutputOwners struct {
+	read func(ctx context.Context, maxItems int) ([]PromptOutputs, error)
+	gap  time.Duration
+
+	mu           sync.Mutex
+	owners       map[OutputFile]string
+	size         int
+	recent, full flight
+	waiting      int
+}
+
+// flight is one kind of history read: at most one is scheduled or
+// running at a time. Reads are numbered in the order they begin, and end
+// in that order.
+type flight struct {
+	begun, done uint64        // reads begun and finished
+	running     chan struct{} // closed when the scheduled or running read ends; nil when none
+	last        time.Time     // when the last read began
+	err         error         // of the last finished read
+}
+
+// NewOutputOwners makes an empty index. read is ComfyUI's GET /history
+// (with ?max_items=maxItems when maxItems > 0) read by HistoryOutputs;
+// it runs without the asking request's context, so that a client hanging
+// up does not fail the others waiting for the read, and must bound its
+// own time.
+func NewOutputOwners(read func(ctx context.Context, maxItems int) ([]PromptOutputs, error)) *OutputOwners {
+	return &OutputOwners{read: read, gap: FullHistoryGap, owners: map[OutputFile]string{}}
+}
+
+// Learn adds the files of entries the gateway read for a user; a file
+// already indexed under another user becomes nobody's.
+func (o *OutputOwners) Learn(entries []PromptOutputs) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range entries {
+		for _, f := range e.Files {
+			o.noteLocked(f, e.Owner)
+		}
+	}
+}
+
+func (o *OutputOwners) noteLocked(f OutputFile, owner string) {
+	if prev, seen := o.owners[f]; seen {
+		if prev != owner {
+			o.owners[f] = ""
+		}
+		return
+	}
+	n := len(f.Subfolder) + len(f.Filename) + len(owner)
+	if len(o.owners) >= MaxIndexedOutputs || o.size+n > MaxIndexedOutputBytes {
+		return
+	}
+	o.owners[f] = owner
+	o.size += n
+}
+
+// replace makes the index the files of a whole history, newest first
+// while the bounds allow.
+func (o *OutputOwners) replace(entries []PromptOutputs) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.owners, o.size = map[OutputFile]string{}, 0
+	for i := len(entries) - 1; i >= 0; i-- {
+		for _, f := range entries[i].Files {
+			o.noteLocked(f, entries[i].Owner)
+		}
+	}
+}
+
+func (o *OutputOwners) owner(f OutputFile) (string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	owner, ok := o.owners[f]
+	return owner, ok
+}
+
+// Owns reports whether f is user's: listed by one or more of user's
+// history entries and no other user's. An error means ComfyUI's history
+// could not be read; the file is then not shown.
+func (o *OutputOwners) Owns(ctx context.Context, user string, f OutputFile) (bool, error) {
+	owner, known := o.owner(f)
+	if known && owner == user {
+		return true, nil
+	}
+	if err := o.await(ctx, &o.recent, 0, func(ctx context.Context) error {
+		entries, err := o.read(ctx, RecentHistoryEntries)
+		if err == nil {
+			o.Learn(entries)
+		}
+		return err
+	}); err != nil {
+		return false, err
+	}
+	if owner, known = o.owner(f); known {
+		// Another's, or several users': a whole read would not make it
+		// the caller's unless its history changed, and guessing names
+		// must not cost ComfyUI whole reads.
+		return owner == user, nil
+	}
+	if err := o.await(ctx, &o.full, o.gap, func(ctx context.Context) error {
+		entries, err := o.read(ctx, 0)
+		if err == nil {
+			o.replace(entries)
+		}
+		return err
+	}); err != nil {
+		return false, err
+	}
+	owner, known = o.owner(f)
+	return known && owner == user, nil
+}
+
+// await returns when a read of fl that began after await was called has
+// finished, with that read's error, or at ctx's end. When none is
+// scheduled it schedules one, to begin gap after the previous one began.
+func (o *OutputOwners) await(ctx context.Context, fl *flight, gap time.Duration, run func(context.Context) error) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	// A read that already began may have missed the file this call looks
+	// for; one scheduled but not begun will not.
+	need := fl.begun + 1
+	for fl.done < need {
+		if fl.running == nil {
+			fl.running = make(chan struct{})
+			go o.fly(fl, fl.running, gap-time.Since(fl.last), run)
+		}
+		ch := fl.running
+		o.waiting++
+		o.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		o.mu.Lock()
+		o.waiting--
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return fl.err
+}
+
+func (o *OutputOwners) fly(fl *flight, done chan struct{}, wait time.Duration, run func(context.Context) error) {
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		<-t.C
+	}
+	o.mu.Lock()
+	fl.begun++
+	fl.last = time.Now()
+	o.mu.Unlock()
+	err := run(context.Background())
+	o.mu.Lock()
+	fl.done++
+	fl.err = err
+	fl.running = nil
+	o.mu.Unlock()
+	close(done)
+}
+
+// Waiting is how many requests wait for a history read.
+func (o *OutputOwners) Waiting() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.waiting
+}
+
+// serveView lets a named user or guest view an output or temp file only
+// when it is theirs (see OwnPrompts); input files stay shared. ComfyUI
+// gets the query as the gateway read it.
+func (o OwnPromptsOptions) serveView(w http.ResponseWriter, r *http.Request, next http.Handler, user string) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	f, ok := ViewedFile(q)
+	switch {
+	case err != nil:
+		o.refuseView(w, r, "the query could not be read ("+err.Error()+"); send filename, subfolder and type as the frontend does")
+		return
+	case !ok:
+		o.refuseView(w, r, "the query names no file ComfyUI would serve: a filename without \"..\" or a leading \"/\", type output, temp or input, and a subfolder inside that directory")
+		return
+	case f.Type != "input":
+		mine, err := o.Outputs.Owns(r.Context(), user, f)
+		if err != nil {
+			o.Failed(w, r, err)
+			return
+		}
+		if !mine {
+			InfoFrom(r).Reason = "own outputs: " + f.Type + " file of another user's prompt, or of none"
+			o.refuseView(w, r, "none of the prompts of "+whose(user)+" in ComfyUI's history lists this "+f.Type+" file; each user views the outputs of their own prompts only (the operator views all). If it is yours, its prompt may have been deleted from the history")
+			return
+		}
+	}
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = f.query(q)
+	next.ServeHTTP(w, r2)
+}
+
+func (o OwnPromptsOptions) refuseView(w http.ResponseWriter, r *http.Request, reason string) {
+	if InfoFrom(r).Reason == "" {
+		InfoFrom(r).Reason = "own outputs: " + reason
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	Refuse(w, r, http.StatusNotFound, CodeNotYourOutput, "No such output.", reason)
+}
