@@ -85,6 +85,33 @@ func cleanSubfolder(sub string) (string, bool) {
 
 func plainName(s string) bool { return utf8.ValidString(s) && !strings.Contains(s, "\x00") }
 
+// ComfyQuery splits a raw query as aiohttp (yarl) does: on "&" only, so
+// a ";" stays in its value (the frontend's preview=webp;90), each name
+// and value cut at its first "=" and decoded with "+" as a space. Go's
+// url.ParseQuery refuses a ";", and the two must agree on what ComfyUI
+// reads. An escape that is not "%" and two hex digits is an error: yarl
+// would keep it as it is, and a query no browser sends need not be
+// guessed at.
+func ComfyQuery(raw string) (url.Values, error) {
+	q := url.Values{}
+	if raw == "" {
+		return q, nil
+	}
+	for _, pair := range strings.Split(raw, "&") {
+		k, v, _ := strings.Cut(pair, "=")
+		name, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, err
+		}
+		value, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil, err
+		}
+		q[name] = append(q[name], value)
+	}
+	return q, nil
+}
+
 // query is the /view query the gateway forwards for f: q with filename,
 // subfolder and type replaced by f's, written by Go's encoder, so ComfyUI
 // serves exactly the file the gateway checked whatever its own query
@@ -365,11 +392,11 @@ func (o *OutputOwners) Waiting() int {
 // when it is theirs (see OwnPrompts); input files stay shared. ComfyUI
 // gets the query as the gateway read it.
 func (o OwnPromptsOptions) serveView(w http.ResponseWriter, r *http.Request, next http.Handler, user string) {
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	q, err := ComfyQuery(r.URL.RawQuery)
 	f, ok := ViewedFile(q)
 	switch {
 	case err != nil:
-		o.refuseView(w, r, "the query could not be read ("+err.Error()+"); send filename, subfolder and type as the frontend does")
+		o.refuseView(w, r, "the query could not be read ("+err.Error()+"); send filename, subfolder and type percent-encoded, as the frontend does")
 		return
 	case !ok:
 		o.refuseView(w, r, "the query names no file ComfyUI would serve: a filename without \"..\" or a leading \"/\", type output, temp or input, and a subfolder inside that directory")
