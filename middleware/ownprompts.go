@@ -63,6 +63,11 @@ type OwnPromptsOptions struct {
 //     length still says how busy ComfyUI is. GET /history and
 //     /history/{id}: only the caller's entries.
 //
+//   - GET and HEAD /view of an output or temp file: passed on only when
+//     one of the caller's prompts in ComfyUI's history lists that file
+//     (Outputs decides), with the query as the gateway read it; else 404
+//     not_your_output. Input files (uploads) pass.
+//
 //   - POST /prompt with a prompt_id of the client's choosing: refused 409
 //     prompt_id_taken when that id is in ComfyUI's queue or history and
 //     not the caller's, since ComfyUI would file the new prompt's result
