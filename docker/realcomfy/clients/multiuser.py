@@ -264,6 +264,25 @@ def run(args, base, gw):
         r = alice.get(f"/history/{bob_pid}")
         check("alice does not see bob's finished prompt in /history", r.status_code == 200 and r.json() == {},
               f"{r.status_code} {r.text[:200]}")
+        # Own outputs: /view serves bob's image to bob and the operator's
+        # ComfyUI, not to alice, however she spells the query.
+        h = bob.get(f"/history/{bob_pid}")
+        images = [img for out in (h.json().get(bob_pid, {}).get("outputs", {}) if h.status_code == 200 else {}).values()
+                  for img in out.get("images", [])]
+        img = images[0] if images else {}
+        check("bob's prompt lists its image in his /history", bool(img.get("filename")), f"{h.status_code} {h.text[:200]}")
+        if img.get("filename"):
+            q = {"filename": img["filename"], "subfolder": img.get("subfolder", ""), "type": img.get("type", "output")}
+            r = bob.get("/view", params=q)
+            check("bob views his own output through /view", r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n",
+                  f"{r.status_code} {r.headers.get('Content-Type')}")
+            for how, params in (("as bob's query", q),
+                                ("as `name [output]` under type=input",
+                                 {"filename": img["filename"] + " [output]", "type": "input", "subfolder": q["subfolder"]}),
+                                ("through a subfolder `..`", {"filename": img["filename"], "subfolder": "x/../" + q["subfolder"]})):
+                r = alice.get("/view", params=params)
+                check(f"alice cannot /view bob's output {how}: 404 not_your_output",
+                      r.status_code == 404 and refusal_code(r) == "not_your_output", f"{r.status_code} {r.text[:200]}")
 
     def share_free():
         r = alice.post("/prompt", json={"prompt": quick_prompt("alice-3")})
