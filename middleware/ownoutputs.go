@@ -205,15 +205,26 @@ const (
 	// FullHistoryGap is the least time between the starts of two reads of
 	// the whole history.
 	FullHistoryGap = 2 * time.Second
+	// RunningOutputWait is how long a view of a file the index does not
+	// know waits while the caller has a prompt running: a node shows its
+	// image as soon as it ran, and its prompt reaches the history only
+	// when the last node has.
+	RunningOutputWait = 10 * time.Second
+	// RunningPollGap is the least time between two reads of the newest
+	// entries, or of the queue, for views that wait on a running prompt.
+	RunningPollGap = 500 * time.Millisecond
 )
 
 // OutputOwners knows which user's prompt made each file in ComfyUI's
 // output and temp directories, from the outputs of ComfyUI's history
 // entries. It is filled from the history answers the gateway already
 // reads for users (Learn), and on a miss from ComfyUI: first the newest
-// RecentHistoryEntries entries, then, for a file the index does not know
-// at all, the whole history, which replaces the index. Each of the two
-// reads has at most one call in flight gateway-wide; a miss waits for a
+// RecentHistoryEntries entries; then, for a file the index does not know
+// at all, if the caller has a prompt running (ComfyUI's queue says), the
+// newest entries again every RunningPollGap until that prompt has
+// finished, up to RunningOutputWait; then the whole history, which
+// replaces the index. Each kind of read (newest entries, queue, whole
+// history) has at most one call in flight gateway-wide; a miss waits for a
 // read that started after it arrived, so concurrent misses share reads,
 // and whole reads start at least FullHistoryGap apart. The index holds at
 // most MaxIndexedOutputs files and MaxIndexedOutputBytes of names, the
@@ -221,17 +232,19 @@ const (
 // indexed and only the operator views them. A file two users' entries
 // list is nobody's. The zero value is not usable: see NewOutputOwners.
 type OutputOwners struct {
-	read func(ctx context.Context, maxItems int) ([]PromptOutputs, error)
-	gap  time.Duration
+	read    func(ctx context.Context, maxItems int) ([]PromptOutputs, error)
+	running func(ctx context.Context) (map[string]bool, error)
+	gap     time.Duration
 
-	mu           sync.Mutex
-	owners       map[OutputFile]string
-	size         int
-	recent, full flight
-	waiting      int
+	mu                  sync.Mutex
+	owners              map[OutputFile]string
+	size                int
+	recent, full, queue flight
+	runningNow          map[string]bool // users with a running prompt, at the last queue read
+	waiting             int
 }
 
-// flight is one kind of history read: at most one is scheduled or
+// flight is one kind of read (of the history or the queue): at most one is scheduled or
 // running at a time. Reads are numbered in the order they begin, and end
 // in that order.
 type flight struct {
@@ -243,11 +256,31 @@ type flight struct {
 
 // NewOutputOwners makes an empty index. read is ComfyUI's GET /history
 // (with ?max_items=maxItems when maxItems > 0) read by HistoryOutputs;
-// it runs without the asking request's context, so that a client hanging
-// up does not fail the others waiting for the read, and must bound its
-// own time.
-func NewOutputOwners(read func(ctx context.Context, maxItems int) ([]PromptOutputs, error)) *OutputOwners {
-	return &OutputOwners{read: read, gap: FullHistoryGap, owners: map[OutputFile]string{}}
+// running is ComfyUI's GET /queue read by RunningUsers, or nil not to wait
+// on running prompts. Both run without the asking request's context, so
+// that a client hanging up does not fail the others waiting for the read,
+// and must bound their own time.
+func NewOutputOwners(read func(ctx context.Context, maxItems int) ([]PromptOutputs, error),
+	running func(ctx context.Context) (map[string]bool, error)) *OutputOwners {
+	return &OutputOwners{read: read, running: running, gap: FullHistoryGap, owners: map[OutputFile]string{}}
+}
+
+// RunningUsers reads ComfyUI's GET /queue answer: the verified users of
+// its running prompts.
+func RunningUsers(raw, key []byte) (map[string]bool, error) {
+	q, err := readQueue(raw)
+	if err != nil {
+		return nil, err
+	}
+	owners, _ := q.owners(key)
+	users := map[string]bool{}
+	for _, tuple := range q.Running {
+		var id string
+		if len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil && owners[id] != "" {
+			users[owners[id]] = true
+		}
+	}
+	return users, nil
 }
 
 // Learn adds the files of entries the gateway read for a user; a file
@@ -299,19 +332,13 @@ func (o *OutputOwners) owner(f OutputFile) (string, bool) {
 
 // Owns reports whether f is user's: listed by one or more of user's
 // history entries and no other user's. An error means ComfyUI's history
-// could not be read; the file is then not shown.
+// or queue could not be read; the file is then not shown.
 func (o *OutputOwners) Owns(ctx context.Context, user string, f OutputFile) (bool, error) {
 	owner, known := o.owner(f)
 	if known && owner == user {
 		return true, nil
 	}
-	if err := o.await(ctx, &o.recent, 0, func(ctx context.Context) error {
-		entries, err := o.read(ctx, RecentHistoryEntries)
-		if err == nil {
-			o.Learn(entries)
-		}
-		return err
-	}); err != nil {
+	if err := o.readRecent(ctx, 0); err != nil {
 		return false, err
 	}
 	if owner, known = o.owner(f); known {
@@ -319,6 +346,20 @@ func (o *OutputOwners) Owns(ctx context.Context, user string, f OutputFile) (boo
 		// the caller's unless its history changed, and guessing names
 		// must not cost ComfyUI whole reads.
 		return owner == user, nil
+	}
+	if o.running != nil {
+		running, err := o.readRunning(ctx, 0)
+		if err != nil {
+			return false, err
+		}
+		if running[user] {
+			if err := o.awaitRunning(ctx, user, f); err != nil {
+				return false, err
+			}
+			if owner, known = o.owner(f); known {
+				return owner == user, nil
+			}
+		}
 	}
 	if err := o.await(ctx, &o.full, o.gap, func(ctx context.Context) error {
 		entries, err := o.read(ctx, 0)
@@ -331,6 +372,65 @@ func (o *OutputOwners) Owns(ctx context.Context, user string, f OutputFile) (boo
 	}
 	owner, known = o.owner(f)
 	return known && owner == user, nil
+}
+
+// readRecent learns the newest history entries, from a read that began
+// after the call and at least gap after the previous one.
+func (o *OutputOwners) readRecent(ctx context.Context, gap time.Duration) error {
+	return o.await(ctx, &o.recent, gap, func(ctx context.Context) error {
+		entries, err := o.read(ctx, RecentHistoryEntries)
+		if err == nil {
+			o.Learn(entries)
+		}
+		return err
+	})
+}
+
+// readRunning is the users with a running prompt, from a queue read that
+// began after the call and at least gap after the previous one.
+func (o *OutputOwners) readRunning(ctx context.Context, gap time.Duration) (map[string]bool, error) {
+	err := o.await(ctx, &o.queue, gap, func(ctx context.Context) error {
+		users, err := o.running(ctx)
+		if err == nil {
+			o.mu.Lock()
+			o.runningNow = users
+			o.mu.Unlock()
+		}
+		return err
+	})
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.runningNow, err
+}
+
+// awaitRunning reads the newest history entries every RunningPollGap
+// while user has a prompt running, up to RunningOutputWait, until f is
+// among them; once user's prompt has finished, one more read settles it.
+// The error is the caller's hanging up or a failed read; running out of
+// time is not an error.
+func (o *OutputOwners) awaitRunning(ctx context.Context, user string, f OutputFile) error {
+	wctx, cancel := context.WithTimeout(ctx, RunningOutputWait)
+	defer cancel()
+	for {
+		err := o.readRecent(wctx, RunningPollGap)
+		if err == nil {
+			if _, known := o.owner(f); known {
+				return nil
+			}
+			var running map[string]bool
+			if running, err = o.readRunning(wctx, RunningPollGap); err == nil && !running[user] {
+				return o.readRecent(ctx, 0)
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case wctx.Err() != nil:
+			return nil
+		case err != nil:
+			return err
+		}
+	}
 }
 
 // await returns when a read of fl that began after await was called has

@@ -97,7 +97,7 @@ func noHistory(calls *int) func(context.Context, int) ([]PromptOutputs, error) {
 // listing a file it did not write) is neither's to view.
 func TestOutputListedByTwoUsersIsNobodys(t *testing.T) {
 	var calls int
-	o := NewOutputOwners(noHistory(&calls))
+	o := NewOutputOwners(noHistory(&calls), nil)
 	shared, own := OutputFile{"output", "", "a.png"}, OutputFile{"output", "", "b.png"}
 	o.Learn([]PromptOutputs{{Owner: "alice", Files: []OutputFile{shared, own}}, {Owner: "bob", Files: []OutputFile{shared}}})
 	for _, c := range []struct {
@@ -119,7 +119,7 @@ func TestOutputIndexKeepsTheNewestWithinItsBound(t *testing.T) {
 		entries[i] = PromptOutputs{Owner: "alice", Files: []OutputFile{
 			{"output", "", fmt.Sprintf("a_%06d_.png", i)}, {"temp", "", fmt.Sprintf("t_%06d_.png", i)}}}
 	}
-	o := NewOutputOwners(func(context.Context, int) ([]PromptOutputs, error) { return entries, nil })
+	o := NewOutputOwners(func(context.Context, int) ([]PromptOutputs, error) { return entries, nil }, nil)
 	o.gap = 0
 	oldest, newest := entries[0].Files[0], entries[len(entries)-1].Files[1]
 	if mine, err := o.Owns(context.Background(), "alice", newest); err != nil || !mine {
@@ -137,7 +137,7 @@ func TestOutputIndexKeepsTheNewestWithinItsBound(t *testing.T) {
 // read, the caller gets the error, not a "not yours".
 func TestFailedHistoryReadIsNotAnAnswer(t *testing.T) {
 	down := errors.New("ComfyUI is down")
-	o := NewOutputOwners(func(context.Context, int) ([]PromptOutputs, error) { return nil, down })
+	o := NewOutputOwners(func(context.Context, int) ([]PromptOutputs, error) { return nil, down }, nil)
 	if _, err := o.Owns(context.Background(), "alice", OutputFile{"output", "", "a.png"}); !errors.Is(err, down) {
 		t.Fatalf("Owns: %v, want the read's error", err)
 	}

@@ -348,3 +348,48 @@ func TestViewChecksCostBoundedHistoryReads(t *testing.T) {
 	}
 	t.Logf("%d misses at once: %d reads of the newest entries, %d whole reads, in %s", n, recent, full, elapsed)
 }
+
+// TestOwnOutputOfARunningPromptIsServedWhenItFinishes: the frontend asks
+// for a node's image as soon as the node ran, before its prompt is in
+// ComfyUI's history; while the caller's prompt runs the view waits for
+// it (up to RunningOutputWait) and then serves it. Another user asking
+// for that name meanwhile gets the 404 without waiting on alice's prompt.
+func TestOwnOutputOfARunningPromptIsServedWhenItFinishes(t *testing.T) {
+	c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+	id := c.queueImage(t, c.alice, "alice/live")
+	if c.Fake.Advance() != id {
+		t.Fatal("alice's prompt does not run")
+	}
+	// The name SaveImage will give it; the file does not exist yet.
+	q := "/view?filename=live_00001_.png&subfolder=alice&type=output"
+	if got := c.try("GET", q, c.bob); got != "404 "+string(middleware.CodeNotYourOutput) {
+		t.Fatalf("bob, while alice's prompt runs: %s", got)
+	}
+	queueReads := func() int {
+		n := 0
+		for _, r := range c.Fake.Requests() {
+			if r.Method == "GET" && r.Path == "/queue" {
+				n++
+			}
+		}
+		return n
+	}
+	before := queueReads()
+	answer := make(chan string, 1)
+	go func() { answer <- c.try("GET", q, c.alice) }()
+	// Polling the queue every RunningPollGap: by the sixth read the view
+	// has waited longer than a whole read's FullHistoryGap.
+	eventually(t, 30*time.Second, "alice's view waits on her running prompt", func() bool { return queueReads() >= before+6 })
+	select {
+	case got := <-answer:
+		t.Fatalf("alice's view answered %s before her prompt finished", got)
+	default:
+	}
+	c.Fake.Advance() // alice's prompt finishes: its image is in the history
+	if got := <-answer; got != "200" {
+		t.Fatalf("alice's view of her running prompt's image: %s, want 200 once it finished", got)
+	}
+	if got := c.try("GET", q, c.bob); got != "404 "+string(middleware.CodeNotYourOutput) {
+		t.Fatalf("bob, once alice's prompt finished: %s", got)
+	}
+}

@@ -31,6 +31,14 @@ func (s *Server) setUpOwnPrompts() {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		return readHistoryOutputs(ctx, client, historyURL, s.queueKey, maxItems)
+	}, func(ctx context.Context) (map[string]bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		raw, err := readComfyAnswer(ctx, client, &queueURL, "to tell who has a prompt running")
+		if err != nil {
+			return nil, err
+		}
+		return middleware.RunningUsers(raw, s.queueKey)
 	})
 	s.ownPrompts = middleware.OwnPrompts(middleware.OwnPromptsOptions{
 		Key:     s.queueKey,
