@@ -115,11 +115,15 @@ func ComfyQuery(raw string) (url.Values, error) {
 // query is the /view query the gateway forwards for f: q with filename,
 // subfolder and type replaced by f's, written by Go's encoder, so ComfyUI
 // serves exactly the file the gateway checked whatever its own query
-// parser makes of `;`, repeated keys or odd escapes.
+// parser makes of repeated keys or odd escapes. Names that are not UTF-8
+// are left out: a decoder that replaced or dropped their bytes could
+// read one as a second filename.
 func (f OutputFile) query(q url.Values) string {
 	out := url.Values{}
 	for k, v := range q {
-		out[k] = v
+		if plainName(k) {
+			out[k] = v
+		}
 	}
 	out["filename"] = []string{f.Filename}
 	out["subfolder"] = []string{f.Subfolder}

@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzViewedFile feeds arbitrary /view queries to the reader and resolver
@@ -30,6 +31,7 @@ func FuzzViewedFile(f *testing.F) {
 		"filename=%zz",
 		"subfolder=/abs/output/alice&filename=x.png",
 		"filename=+x+.png&subfolder=a+b",
+		"filename%ff=b.png&filename=a.png",
 	} {
 		f.Add(q)
 	}
@@ -57,6 +59,11 @@ func FuzzViewedFile(f *testing.F) {
 		}
 		if again, ok := ViewedFile(fq); !ok || again != file {
 			t.Fatalf("%q: checked %+v, forwarded %q resolves to %+v (%v)", raw, file, file.query(q), again, ok)
+		}
+		for k, v := range fq {
+			if !utf8.ValidString(k) || (k == "filename" || k == "subfolder" || k == "type") && len(v) != 1 {
+				t.Fatalf("%q: forwarded %q has %q %q", raw, file.query(q), k, v)
+			}
 		}
 	})
 }
