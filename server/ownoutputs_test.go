@@ -272,8 +272,9 @@ func TestViewIsSharedWithoutOwnPrompts(t *testing.T) {
 	}
 }
 
-// historyReads counts the GET /history requests ComfyUI got: of its newest
-// entries (max_items) and of all of it.
+// historyReads counts the GET /history requests ComfyUI got from the
+// gateway itself (clients here use /api/history): of its newest entries
+// (max_items) and of all of it.
 func historyReads(g *gateway) (recent, full int) {
 	for _, r := range g.Fake.Requests() {
 		if r.Method == "GET" && r.Path == "/history" {
@@ -315,6 +316,20 @@ func TestViewChecksCostBoundedHistoryReads(t *testing.T) {
 	}
 	if recent, full := historyReads(c.gateway); recent != 1 || full != 0 {
 		t.Fatalf("100 views of one own file read ComfyUI's history %d times (newest entries) and %d times (whole), want 1 and 0", recent, full)
+	}
+	// The frontend reads its history (the queue sidebar) before it shows
+	// the images: the gateway learns them from that answer.
+	a2 := c.queueImage(t, c.alice, "page")
+	c.runAll(t, a2)
+	f2 := c.outputsOf(t, a2)[0]
+	c.get(t, "/api/history?max_items=64", c.alice)
+	for i := 0; i < 50; i++ {
+		if st, code, _ := c.view(t, "GET", "/api/view?"+f2.query(), c.alice); st != 200 {
+			t.Fatalf("alice's view %d of her new file: %d %s", i, st, code)
+		}
+	}
+	if recent, full := historyReads(c.gateway); recent != 1 || full != 0 {
+		t.Fatalf("after alice's history view, 50 views of the file it lists made the gateway read ComfyUI's history: %d and %d reads in all, want still 1 and 0", recent, full)
 	}
 
 	// Misses at once: all arrive while the first read is held.
