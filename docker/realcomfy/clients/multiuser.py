@@ -32,6 +32,7 @@ Exits 1 if any check failed.
 """
 import argparse
 import base64
+import http.client
 import json
 import os
 import signal
@@ -283,6 +284,30 @@ def run(args, base, gw):
                 r = alice.get("/view", params=params)
                 check(f"alice cannot /view bob's output {how}: 404 not_your_output",
                       r.status_code == 404 and refusal_code(r) == "not_your_output", f"{r.status_code} {r.text[:200]}")
+            # Other spellings of the path: the gateway checks what ComfyUI's
+            # router would serve as /view; the rest ComfyUI does not serve.
+            qs = urllib.parse.urlencode(q)
+            served, seen = [], []
+            for p in ("/api/view", "/api/vi%65w", "//view", "/view/", "/./view", "/api//view", "/x/../view", "/%2Fview", "/View"):
+                # http.client sends the path as written (requests would
+                # remove its dot segments).
+                u = urllib.parse.urlsplit(alice.base)
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+                conn.request("GET", p + "?" + qs, headers=alice.auth)
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                code = ""
+                if resp.getheader("Content-Type", "").startswith("application/json"):
+                    try:
+                        code = json.loads(body).get("code") or ""
+                    except ValueError:
+                        pass
+                seen.append(f"{p} {resp.status} {code}".strip())
+                if resp.status == 200 or body[:8] == b"\x89PNG\r\n\x1a\n":
+                    served.append(p)
+            check("alice cannot /view bob's output through another spelling of the path", not served,
+                  (f"served: {served}; " if served else "") + ", ".join(seen))
 
     def share_free():
         r = alice.post("/prompt", json={"prompt": quick_prompt("alice-3")})
