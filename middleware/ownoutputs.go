@@ -485,7 +485,8 @@ func (o *OutputOwners) fly(fl *flight, done chan struct{}, wait time.Duration, r
 	close(done)
 }
 
-// Waiting is how many requests wait for a history read.
+// Waiting is how many requests wait for a read of ComfyUI's history or
+// queue.
 func (o *OutputOwners) Waiting() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -503,7 +504,7 @@ func (o OwnPromptsOptions) serveView(w http.ResponseWriter, r *http.Request, nex
 		o.refuseView(w, r, "the query could not be read ("+err.Error()+"); send filename, subfolder and type percent-encoded, as the frontend does")
 		return
 	case !ok:
-		o.refuseView(w, r, "the query names no file ComfyUI would serve: a filename without \"..\" or a leading \"/\", type output, temp or input, and a subfolder inside that directory")
+		o.refuseView(w, r, "the query names no file ComfyUI would serve: a filename without \"..\" or a leading \"/\", type output, temp or input, and a subfolder inside that directory, all in UTF-8")
 		return
 	case f.Type != "input":
 		mine, err := o.Outputs.Owns(r.Context(), user, f)
