@@ -105,6 +105,11 @@ const (
 	// does not exist, so that the answer does not tell whether another
 	// user made it.
 	CodeNotYourOutput RefusalCode = "not_your_output"
+	// CodeNotYourFile (403): a named user's or guest's prompt names, in
+	// a string input, an output or temp file that is not theirs
+	// ("name.png [output]"), or a path leaving ComfyUI's input folder,
+	// which ComfyUI's loaders would read.
+	CodeNotYourFile RefusalCode = "not_your_file"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was
 	// not passed on without its Comfy-User.
@@ -124,7 +129,7 @@ var RefusalCodes = []RefusalCode{
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
 	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
 	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
-	CodeNotYourOutput,
+	CodeNotYourOutput, CodeNotYourFile,
 }
 
 // Refuse is the one way the gateway writes a JSON refusal:

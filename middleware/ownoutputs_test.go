@@ -149,3 +149,50 @@ func TestFailedHistoryReadIsNotAnAnswer(t *testing.T) {
 		t.Fatalf("Owns: %v, want the read's error", err)
 	}
 }
+
+// FuzzPromptFiles feeds arbitrary POST /prompt bodies to the reader of
+// the files a prompt's inputs name. It must not panic; every file it
+// returns is an output or temp file with a plain name and a subfolder
+// without "." or ".." parts.
+func FuzzPromptFiles(f *testing.F) {
+	f.Add([]byte(`{"prompt":{"1":{"class_type":"LoadImageOutput","inputs":{"image":"alice/pic_00001_.png [output]"}}}}`))
+	f.Add([]byte(`{"prompt":{"1":{"class_type":"LoadImage","inputs":{"image":"../output/x.png","mask":["2",0]}}},"prompt":{}}`))
+	f.Add([]byte(`{"prompt":{"1":{"inputs":{"text":"a cat in /tmp/ and ../","a":"/abs.png","b":"x[temp]","c":"€[output]"}}}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		pf := ReadPromptFiles(body)
+		for _, file := range pf.Refs {
+			if file.Type != "output" && file.Type != "temp" || file.Filename == "" || file.Filename == ".." ||
+				strings.Contains(file.Filename, "/") ||
+				file.Subfolder != "" && (path.Clean(file.Subfolder) != file.Subfolder || strings.HasPrefix(file.Subfolder, "/") ||
+					file.Subfolder == ".." || strings.HasPrefix(file.Subfolder, "../")) {
+				t.Fatalf("%q: file %+v", body, file)
+			}
+		}
+	})
+}
+
+// TestPromptFilesReadsLoaderValuesAsComfyUIDoes pins annotatedFile to
+// folder_paths.get_annotated_filepath.
+func TestPromptFilesReadsLoaderValuesAsComfyUIDoes(t *testing.T) {
+	for _, c := range []struct {
+		value   string
+		file    OutputFile // zero: not an output or temp file
+		escapes bool
+	}{
+		{"ComfyUI_00001_.png [output]", OutputFile{"output", "", "ComfyUI_00001_.png"}, false},
+		{"a/./b/x.png [temp]", OutputFile{"temp", "a/b", "x.png"}, false},
+		{"x.png[output]", OutputFile{"output", "", "x.pn"}, false}, // name[:-9]: one character more
+		{"x.png", OutputFile{}, false},
+		{"x.png [input]", OutputFile{}, false},
+		{"../output/x.png", OutputFile{}, true},
+		{"/root/ComfyUI/output/x.png", OutputFile{}, true},
+		{"a/../../x.png [output]", OutputFile{}, true},
+		{"a/.. [output]", OutputFile{}, true},
+		{"a cat at ../ and /x", OutputFile{}, false},
+	} {
+		f, escapes, ok := annotatedFile(c.value)
+		if escapes != c.escapes || ok != (c.file != OutputFile{}) || ok && f != c.file {
+			t.Errorf("%q: %+v escapes=%v ok=%v, want %+v escapes=%v", c.value, f, escapes, ok, c.file, c.escapes)
+		}
+	}
+}

@@ -580,6 +580,9 @@ func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, n
 			fmt.Sprintf("a prompt may be %d MiB at most while the gateway tags prompts with their user", MaxPromptBytes>>20))
 		return
 	}
+	if o.Outputs != nil && !o.promptFilesAreOwn(w, r, user, body) {
+		return
+	}
 	id := ChosenPromptID(body)
 	if id != "" {
 		raw, err := o.Queue(r.Context())

@@ -408,3 +408,54 @@ func TestOwnOutputOfARunningPromptIsServedWhenItFinishes(t *testing.T) {
 		t.Fatalf("bob, once alice's prompt finished: %s", got)
 	}
 }
+
+// TestPromptsLoadOnlyTheirUsersOutputs: ComfyUI's loaders read
+// "name.png [output]" from the output folder (the Load Image (from
+// Outputs) node lists every user's files), and a path with ".." or an
+// absolute one from anywhere; a named user's or guest's prompt naming
+// another user's output that way, or any such path, is refused 403
+// not_your_file, and never reaches ComfyUI. Their own outputs, uploads,
+// links and text with paths in it pass; the operator's prompts pass.
+func TestPromptsLoadOnlyTheirUsersOutputs(t *testing.T) {
+	c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+	a1 := c.queueImage(t, c.alice, "alice/pic")
+	c.runAll(t, a1)
+	f := c.outputsOf(t, a1)[0]
+	annotated := f.Subfolder + "/" + f.Filename + " [output]"
+	prompt := func(node, input, value string) string {
+		v, _ := json.Marshal(value)
+		return `{"prompt":{"1":{"class_type":"` + node + `","inputs":{"` + input + `":` + string(v) + `}}}}`
+	}
+	queued := func() int { return len(ids(t, c.gateway)) }
+	for _, tc := range []struct {
+		who, body string
+		refused   bool
+	}{
+		{c.bob, prompt("LoadImageOutput", "image", annotated), true},
+		{c.guest, prompt("LoadImageOutput", "image", annotated), true},
+		{c.bob, prompt("LoadImage", "image", "ComfyUI_99999_.png[temp]"), true},
+		{c.bob, prompt("LoadImage", "image", "../output/"+f.Subfolder+"/"+f.Filename), true},
+		{c.bob, prompt("LoadImage", "image", "/root/ComfyUI/output/"+f.Subfolder+"/"+f.Filename), true},
+		{c.bob, prompt("LoadAudio", "audio", "x/../../output/a.flac [input]"), true},
+		{c.bob, prompt("LoadImage", "image", "bob/../"+annotated), true},
+		{c.alice, prompt("LoadImageOutput", "image", annotated), false},
+		{c.alice, prompt("LoadImageOutput", "image", "./"+annotated), false},
+		{c.bob, prompt("LoadImage", "image", "example.png"), false},
+		{c.bob, prompt("LoadImage", "image", "pasted/image.png [input]"), false},
+		{c.bob, prompt("CLIPTextEncode", "text", "a cat in /root/ComfyUI/output/ and ../ beyond"), false},
+		{c.bob, `{"prompt":{"1":{"class_type":"LoadImage","inputs":{"image":["2",0]}},"2":{"class_type":"X","inputs":{}}}}`, false},
+		{c.operator, prompt("LoadImageOutput", "image", annotated), false},
+		{c.operator, prompt("LoadImage", "image", "../output/"+f.Filename), false},
+	} {
+		before := queued()
+		st, b := c.post(t, "/prompt", tc.body, tc.who)
+		switch {
+		case tc.refused && (st != 403 || refusalCode(t, "application/json", []byte(b)) != middleware.CodeNotYourFile):
+			t.Errorf("%s: %d %s, want 403 %s", tc.body, st, b, middleware.CodeNotYourFile)
+		case tc.refused && queued() != before:
+			t.Errorf("%s: refused, yet it reached ComfyUI's queue", tc.body)
+		case !tc.refused && st != 200:
+			t.Errorf("%s: %d %s, want 200", tc.body, st, b)
+		}
+	}
+}
