@@ -107,8 +107,8 @@ const (
 	CodeNotYourOutput RefusalCode = "not_your_output"
 	// CodeNotYourFile (403): a named user's or guest's prompt names, in
 	// a string input, an output or temp file that is not theirs
-	// ("name.png [output]"), or a path leaving ComfyUI's input folder,
-	// which ComfyUI's loaders would read.
+	// ("name.png [output]"), or gives one of ComfyUI's core loaders a path
+	// leaving its input folder.
 	CodeNotYourFile RefusalCode = "not_your_file"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was

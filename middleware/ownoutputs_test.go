@@ -158,6 +158,7 @@ func FuzzPromptFiles(f *testing.F) {
 	f.Add([]byte(`{"prompt":{"1":{"class_type":"LoadImageOutput","inputs":{"image":"alice/pic_00001_.png [output]"}}}}`))
 	f.Add([]byte(`{"prompt":{"1":{"class_type":"LoadImage","inputs":{"image":"../output/x.png","mask":["2",0]}}},"prompt":{}}`))
 	f.Add([]byte(`{"prompt":{"1":{"inputs":{"text":"a cat in /tmp/ and ../","a":"/abs.png","b":"x[temp]","c":"€[output]"}}}}`))
+	f.Add([]byte(`{"prompt":{"1":{"class_type":"Load3D","inputs":{"image":{"image":"/etc/x.png","mask":"m.png [temp]"}}}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		pf := ReadPromptFiles(body)
 		for _, file := range pf.Refs {
@@ -189,6 +190,7 @@ func TestPromptFilesReadsLoaderValuesAsComfyUIDoes(t *testing.T) {
 		{"a/../../x.png [output]", OutputFile{}, true},
 		{"a/.. [output]", OutputFile{}, true},
 		{"a cat at ../ and /x", OutputFile{}, false},
+		{"/x and more", OutputFile{}, true}, // judged only as a core loader's input
 	} {
 		f, escapes, ok := annotatedFile(c.value)
 		if escapes != c.escapes || ok != (c.file != OutputFile{}) || ok && f != c.file {

@@ -14,24 +14,34 @@ import (
 const MaxPromptFileRefs = 64
 
 // PromptFiles is what a prompt's string inputs name as files, as
-// ComfyUI's loaders (LoadImage, LoadImageOutput, LoadImageMask,
-// LoadAudio, LoadVideo, LoadLatent ...) resolve them with
-// folder_paths.get_annotated_filepath: a value ending in "[output]" or
-// "[temp]" is a file in that folder; any other value a file in the input
-// folder.
+// ComfyUI's loaders resolve them with folder_paths.get_annotated_filepath:
+// a value ending in "[output]" or "[temp]" is a file in that folder; any
+// other value a file in the input folder.
 type PromptFiles struct {
-	// Refs are the output and temp files named, each once.
+	// Refs are the output and temp files named, each once, by any node:
+	// the annotation is ComfyUI's syntax for every node that reads files
+	// through folder_paths.
 	Refs []OutputFile
-	// Escape is the first value that leaves its folder: absolute, or with
-	// a ".." element. Values without the annotation count only when they
-	// hold no white space, so that a text prompt is not taken for a path.
+	// Escape is the first value of a core loader's input (coreLoaders)
+	// that leaves its folder: absolute, or with a ".." element; such a
+	// loader reads any file by it. Custom nodes' path inputs are theirs
+	// to judge, and are not read here.
 	Escape string
 }
 
+// coreLoaders are ComfyUI 0.3.64's nodes that read a file named by an
+// input through folder_paths.get_annotated_filepath, which takes an
+// absolute path or a ".." as they come.
+var coreLoaders = map[string]bool{
+	"LoadImage": true, "LoadImageMask": true, "LoadImageOutput": true, "WebcamCapture": true,
+	"LoadAudio": true, "LoadVideo": true, "LoadLatent": true, "Load3D": true, "Load3DAnimation": true,
+}
+
 // ReadPromptFiles reads the string inputs of a POST /prompt body's
-// prompt (its last "prompt" member, as ComfyUI reads it). A body or a
-// prompt it cannot read names no files: ComfyUI refuses it, or the queue
-// share does.
+// prompt (its last "prompt" member, as ComfyUI reads it), and the strings
+// directly inside an object input (Load3D's {"image", "mask"}). A body or
+// a prompt it cannot read names no files: ComfyUI refuses it, or the
+// queue share does.
 func ReadPromptFiles(body []byte) PromptFiles {
 	var pf PromptFiles
 	ms, err := readObject(body)
@@ -45,26 +55,40 @@ func ReadPromptFiles(body []byte) PromptFiles {
 		}
 	}
 	var nodes map[string]struct {
-		Inputs map[string]json.RawMessage `json:"inputs"`
+		ClassType string                     `json:"class_type"`
+		Inputs    map[string]json.RawMessage `json:"inputs"`
 	}
 	if json.Unmarshal(prompt, &nodes) != nil {
 		return pf
 	}
 	seen := map[OutputFile]bool{}
+	note := func(loader bool, v string) {
+		f, escapes, ok := annotatedFile(v)
+		switch {
+		case escapes && pf.Escape == "" && (loader || f.Type == "output" || f.Type == "temp"):
+			pf.Escape = v
+		case ok && !escapes && !seen[f]:
+			seen[f] = true
+			pf.Refs = append(pf.Refs, f)
+		}
+	}
 	for _, n := range nodes {
+		loader := coreLoaders[n.ClassType]
 		for _, raw := range n.Inputs {
 			var v string
-			if json.Unmarshal(raw, &v) != nil {
-				continue // a link, a number, a list: not a file name
+			if json.Unmarshal(raw, &v) == nil {
+				note(loader, v)
+				continue
 			}
-			f, escapes, ok := annotatedFile(v)
-			switch {
-			case escapes && pf.Escape == "":
-				pf.Escape = v
-			case ok && !escapes && !seen[f]:
-				seen[f] = true
-				pf.Refs = append(pf.Refs, f)
+			var inner map[string]json.RawMessage
+			if json.Unmarshal(raw, &inner) == nil {
+				for _, iv := range inner {
+					if json.Unmarshal(iv, &v) == nil {
+						note(loader, v)
+					}
+				}
 			}
+			// A link, a number, a list: not a file name.
 		}
 	}
 	return pf
@@ -80,9 +104,6 @@ func annotatedFile(v string) (f OutputFile, escapes, ok bool) {
 			name, f.Type = base[:len(base)-n], t
 			break
 		}
-	}
-	if f.Type == "" && strings.ContainsAny(v, " \t\r\n") {
-		return f, false, false
 	}
 	escapes = strings.HasPrefix(name, "/") || name == ".." || strings.HasPrefix(name, "../") ||
 		strings.HasSuffix(name, "/..") || strings.Contains(name, "/../")

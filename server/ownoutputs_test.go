@@ -443,6 +443,9 @@ func TestPromptsLoadOnlyTheirUsersOutputs(t *testing.T) {
 		{c.bob, prompt("LoadImage", "image", "example.png"), false},
 		{c.bob, prompt("LoadImage", "image", "pasted/image.png [input]"), false},
 		{c.bob, prompt("CLIPTextEncode", "text", "a cat in /root/ComfyUI/output/ and ../ beyond"), false},
+		{c.bob, prompt("HoldUntilFile", "path", "/tmp/release"), false}, // a custom node's path: its own to judge
+		{c.bob, prompt("SomeCustomLoader", "path", "../output/x.png [output]"), true},
+		{c.bob, `{"prompt":{"1":{"class_type":"Load3D","inputs":{"image":{"image":"/etc/passwd","mask":""}}}}}`, true},
 		{c.bob, `{"prompt":{"1":{"class_type":"LoadImage","inputs":{"image":["2",0]}},"2":{"class_type":"X","inputs":{}}}}`, false},
 		{c.operator, prompt("LoadImageOutput", "image", annotated), false},
 		{c.operator, prompt("LoadImage", "image", "../output/"+f.Filename), false},

@@ -306,6 +306,17 @@ def run(args, base, gw):
                 seen.append(f"{p} {resp.status} {code}".strip())
                 if resp.status == 200 or body[:8] == b"\x89PNG\r\n\x1a\n":
                     served.append(p)
+            # The Load Image (from Outputs) node reads "name [output]":
+            # alice's prompt naming bob's file is refused, bob's queues.
+            name = (q["subfolder"] + "/" if q["subfolder"] else "") + q["filename"] + " [output]"
+            load = {"1": {"class_type": "LoadImageOutput", "inputs": {"image": name}},
+                    "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+            r = alice.post("/prompt", json={"prompt": load})
+            check("alice's prompt loading bob's output (LoadImageOutput): 403 not_your_file",
+                  r.status_code == 403 and refusal_code(r) == "not_your_file", f"{r.status_code} {r.text[:200]}")
+            r = bob.post("/prompt", json={"prompt": load})
+            check("bob's prompt loading his own output (LoadImageOutput) is queued", r.status_code == 200,
+                  f"{r.status_code} {r.text[:200]}")
             check("alice cannot /view bob's output through another spelling of the path", not served,
                   (f"served: {served}; " if served else "") + ", ".join(seen))
 
