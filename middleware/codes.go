@@ -99,6 +99,17 @@ const (
 	// prompt_id, the id of another user's prompt in ComfyUI's queue or
 	// history.
 	CodePromptIDTaken RefusalCode = "prompt_id_taken"
+	// CodeNotYourOutput (404): a named user or guest asked /view for an
+	// output or temp file that no prompt of theirs in ComfyUI's history
+	// lists, or with a query that names no file. 404, as for a file that
+	// does not exist, so that the answer does not tell whether another
+	// user made it.
+	CodeNotYourOutput RefusalCode = "not_your_output"
+	// CodeNotYourFile (403): a named user's or guest's prompt names, in
+	// a string input, an output or temp file that is not theirs
+	// ("name.png [output]"), or gives one of ComfyUI's core loaders a path
+	// leaving its input folder.
+	CodeNotYourFile RefusalCode = "not_your_file"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was
 	// not passed on without its Comfy-User.
@@ -118,6 +129,7 @@ var RefusalCodes = []RefusalCode{
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
 	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
 	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
+	CodeNotYourOutput, CodeNotYourFile,
 }
 
 // Refuse is the one way the gateway writes a JSON refusal:

@@ -31,6 +31,9 @@ type OwnPromptsOptions struct {
 	// Queue returns ComfyUI's GET /queue answer; History its GET /history.
 	Queue   func(ctx context.Context) ([]byte, error)
 	History func(ctx context.Context) ([]byte, error)
+	// Outputs tells whose prompt made each output file, for GET /view;
+	// nil leaves /view as ComfyUI has it.
+	Outputs *OutputOwners
 	// Failed answers a request whose caller's prompts could not be told
 	// apart: Queue or History failed, or answered something that is not
 	// ComfyUI's queue or history.
@@ -59,6 +62,11 @@ type OwnPromptsOptions struct {
 //     opaque id and an empty graph, extra_data and outputs, so the queue's
 //     length still says how busy ComfyUI is. GET /history and
 //     /history/{id}: only the caller's entries.
+//
+//   - GET and HEAD /view of an output or temp file: passed on only when
+//     one of the caller's prompts in ComfyUI's history lists that file
+//     (Outputs decides), with the query as the gateway read it; else 404
+//     not_your_output. Input files (uploads) pass.
 //
 //   - POST /prompt with a prompt_id of the client's choosing: refused 409
 //     prompt_id_taken when that id is in ComfyUI's queue or history and
@@ -94,6 +102,9 @@ func OwnPrompts(o OwnPromptsOptions) func(http.Handler) http.Handler {
 				o.serveEdit(w, r, next, user, path)
 			case strings.EqualFold(r.Method, http.MethodPost) && path == "/interrupt":
 				o.serveInterrupt(w, r, next, user)
+			case o.Outputs != nil && path == "/view" &&
+				(strings.EqualFold(r.Method, http.MethodGet) || strings.EqualFold(r.Method, http.MethodHead)):
+				o.serveView(w, r, next, user)
 			case r.Method == http.MethodGet && (path == "/queue" || path == "/history" ||
 				strings.HasPrefix(path, "/history/") && !strings.Contains(path[len("/history/"):], "/")):
 				o.serveOwnView(w, r, next, user, path == "/queue")
@@ -455,7 +466,11 @@ func (o OwnPromptsOptions) serveOwnView(w http.ResponseWriter, r *http.Request, 
 	case queue:
 		out, err = OwnQueueView(rec.buf.Bytes(), o.Key, user)
 	default:
-		out, err = OwnHistoryView(rec.buf.Bytes(), o.Key, user)
+		var own []PromptOutputs
+		out, own, err = ownHistoryView(rec.buf.Bytes(), o.Key, user)
+		if o.Outputs != nil {
+			o.Outputs.Learn(own)
+		}
 	}
 	if err != nil {
 		o.Failed(w, r, err)
@@ -527,18 +542,28 @@ func hiddenID(key []byte, list string, pos int, id string) string {
 // OwnHistoryView keeps, of a GET /history or /history/{id} answer, the
 // entries that are user's.
 func OwnHistoryView(raw, key []byte, user string) ([]byte, error) {
+	out, _, err := ownHistoryView(raw, key, user)
+	return out, err
+}
+
+// ownHistoryView is OwnHistoryView, with the files the kept entries'
+// outputs list: the gateway learns whose they are from the history views
+// the frontend asks for anyway.
+func ownHistoryView(raw, key []byte, user string) ([]byte, []PromptOutputs, error) {
 	ms, err := readObject(raw)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	owners := historyOwners(ms, key)
 	kept := ms[:0]
+	var own []PromptOutputs
 	for _, m := range ms {
 		if owners[m.key] == user {
 			kept = append(kept, m)
+			own = append(own, PromptOutputs{Owner: user, Files: entryFiles(m.val)})
 		}
 	}
-	return writeObject(kept), nil
+	return writeObject(kept), own, nil
 }
 
 // servePrompt refuses a prompt whose chosen prompt_id is another user's
@@ -553,6 +578,9 @@ func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, n
 	if len(body) > MaxPromptBytes {
 		Refuse(w, r, http.StatusRequestEntityTooLarge, CodePromptTooLarge, "The prompt is too large.",
 			fmt.Sprintf("a prompt may be %d MiB at most while the gateway tags prompts with their user", MaxPromptBytes>>20))
+		return
+	}
+	if o.Outputs != nil && !o.promptFilesAreOwn(w, r, user, body) {
 		return
 	}
 	id := ChosenPromptID(body)

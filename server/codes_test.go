@@ -345,6 +345,17 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 			id := c.queue(t, c.alice, "A")
 			return c.do(t, "POST", "/prompt", []byte(`{"prompt":{},"prompt_id":"`+id+`"}`), c.bob, "Content-Type: application/json")
 		}},
+		{"not your output", 404, middleware.CodeNotYourOutput, func(t *testing.T) *http.Response {
+			c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+			id := c.queue(t, c.alice, "A")
+			c.runAll(t, id)
+			return c.do(t, "GET", "/view?"+c.outputsOf(t, id)[0].query(), nil, c.bob)
+		}},
+		{"not your file", 403, middleware.CodeNotYourFile, func(t *testing.T) *http.Response {
+			c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+			return c.do(t, "POST", "/prompt", []byte(`{"prompt":{"1":{"class_type":"LoadImage","inputs":{"image":"../output/ComfyUI_00001_.png"}}}}`),
+				c.bob, "Content-Type: application/json")
+		}},
 		{"user registry", 502, middleware.CodeUserRegistry, func(t *testing.T) *http.Response {
 			g := startGateway(t, gatewayOpts{hashContent: ptr(lowCostHash(t, muToken)), configure: func(c *Config) { c.ComfyMultiUser = true }})
 			return g.do(t, "GET", "/settings", nil, bearer)

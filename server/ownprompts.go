@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
@@ -24,8 +25,24 @@ func (s *Server) setUpOwnPrompts() {
 	client := newUpstreamClient(s.cfg.UpstreamTimeout)
 	queueURL, historyURL := *s.upstream, *s.upstream
 	queueURL.Path, historyURL.Path = "/queue", "/history"
+	timeout := s.cfg.UpstreamTimeout
+	s.outputOwners = middleware.NewOutputOwners(func(ctx context.Context, maxItems int) ([]middleware.PromptOutputs, error) {
+		// The read runs for every request waiting on it, not for one.
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return readHistoryOutputs(ctx, client, historyURL, s.queueKey, maxItems)
+	}, func(ctx context.Context) (map[string]bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		raw, err := readComfyAnswer(ctx, client, &queueURL, "to tell who has a prompt running")
+		if err != nil {
+			return nil, err
+		}
+		return middleware.RunningUsers(raw, s.queueKey)
+	})
 	s.ownPrompts = middleware.OwnPrompts(middleware.OwnPromptsOptions{
-		Key: s.queueKey,
+		Key:     s.queueKey,
+		Outputs: s.outputOwners,
 		Queue: func(ctx context.Context) ([]byte, error) {
 			return readComfyAnswer(ctx, client, &queueURL, "to tell the caller's queued prompts from others'")
 		},
@@ -65,6 +82,20 @@ func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why s
 		return nil, fmt.Errorf("GET %s is over %d MiB", u.Path, middleware.MaxOwnAnswerBytes>>20)
 	}
 	return b, nil
+}
+
+// readHistoryOutputs is ComfyUI's GET /history (its newest maxItems
+// entries when maxItems > 0), each entry's verified user and output files.
+// It is the one place the /view check reads ComfyUI's history.
+func readHistoryOutputs(ctx context.Context, client *http.Client, u url.URL, key []byte, maxItems int) ([]middleware.PromptOutputs, error) {
+	if maxItems > 0 {
+		u.RawQuery = "max_items=" + strconv.Itoa(maxItems)
+	}
+	raw, err := readComfyAnswer(ctx, client, &u, "to tell whose outputs /view serves")
+	if err != nil {
+		return nil, err
+	}
+	return middleware.HistoryOutputs(raw, key)
 }
 
 // uncheckedAnswer is what a check that reads ComfyUI's queue or history

@@ -29,12 +29,16 @@ var classModes = []struct {
 	{"max-queued-prompts", func(c *Config) { c.MaxQueuedPrompts = 10 }},
 }
 
-func startClass(t *testing.T, configure func(*Config)) class {
+func startClass(t *testing.T, configure func(*Config), fake ...func(*fakecomfy.Options)) class {
 	t.Helper()
 	c := newClassFile(t)
 	stateDir := t.TempDir()
+	opts := fakecomfy.Options{MultiUser: true, HoldQueue: true}
+	for _, f := range fake {
+		f(&opts)
+	}
 	g := startGateway(t, gatewayOpts{hashContent: ptr(c.content()),
-		fake: fakecomfy.Options{MultiUser: true, HoldQueue: true},
+		fake: opts,
 		configure: func(cfg *Config) {
 			cfg.GuestMode = true
 			cfg.StateDir = stateDir

@@ -83,8 +83,11 @@ type Server struct {
 	// guests to their own prompts; both nil when neither mode is on.
 	// queueKey keys the tags (derived from the session key), and
 	// queueKeyKept says whether that key survives a restart.
-	queueShare   func(http.Handler) http.Handler
-	ownPrompts   func(http.Handler) http.Handler
+	queueShare func(http.Handler) http.Handler
+	ownPrompts func(http.Handler) http.Handler
+	// outputOwners tells whose prompt made each output /view serves; nil
+	// when ownPrompts is.
+	outputOwners *middleware.OutputOwners
 	queueKey     []byte
 	queueKeyKept bool
 	// wholeReads bounds the requests those two hold whole at once.

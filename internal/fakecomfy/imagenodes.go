@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/png"
 	"math/rand/v2"
+	"path"
 	"time"
 )
 
@@ -147,10 +148,15 @@ func (q *promptQueue) executeImages(it *queueItem, nodes map[string]imageNode) {
 			if prefix == "" {
 				prefix = "ComfyUI"
 			}
-			for i := 0; i < batch; i++ {
-				name := fmt.Sprintf("%s_%05d_.png", prefix, q.nextCounter("output", prefix))
-				s.files.put(fileKey{typ: "output", name: name}, pic)
-				images = append(images, map[string]any{"filename": name, "subfolder": "", "type": "output"})
+			// get_save_image_path: a prefix "a/b" saves b_00001_.png in
+			// subfolder a; one leaving output/ saves nothing (ComfyUI fails
+			// the node).
+			sub, ok := cleanSubfolder(path.Dir(path.Clean(prefix)))
+			base := path.Base(path.Clean(prefix))
+			for i := 0; ok && i < batch; i++ {
+				name := fmt.Sprintf("%s_%05d_.png", base, q.nextCounter("output", sub+"/"+base))
+				s.files.put(fileKey{typ: "output", subfolder: sub, name: name}, pic)
+				images = append(images, map[string]any{"filename": name, "subfolder": sub, "type": "output"})
 			}
 		case "PreviewImage":
 			// PreviewImage is SaveImage into temp/ with a random prefix.

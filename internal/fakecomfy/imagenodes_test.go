@@ -24,16 +24,21 @@ func TestModelFreeWorkflowRunsAsRealComfyUIDoes(t *testing.T) {
 		output, inputs string
 		frames         string // as real ComfyUI sends them, without progress_state
 		file, typ      string // the first image's name pattern and type; "" for none
+		subfolder      string
 	}{
 		{"SaveImage", `"filename_prefix":"cap"`,
 			"execution_start execution_cached executing:1 executing:2 executed execution_success status executing:null",
-			"cap_00001_.png", "output"},
+			"cap_00001_.png", "output", ""},
+		// get_save_image_path: the prefix's directory is the subfolder.
+		{"SaveImage", `"filename_prefix":"class/./alice/cap"`,
+			"execution_start execution_cached executing:1 executing:2 executed execution_success status executing:null",
+			"cap_00001_.png", "output", "class/alice"},
 		{"PreviewImage", ``,
 			"execution_start execution_cached executing:1 executing:2 executed execution_success status executing:null",
-			"ComfyUI_temp_", "temp"},
+			"ComfyUI_temp_", "temp", ""},
 		{"SaveImageWebsocket", ``,
 			"execution_start execution_cached executing:1 executing:2 progress binary:1/2:16x8 execution_success status executing:null",
-			"", ""},
+			"", "", ""},
 	} {
 		t.Run(tc.output, func(t *testing.T) {
 			_, ts := fakecomfy.Start(t, fakecomfy.Options{})
@@ -107,10 +112,10 @@ func TestModelFreeWorkflowRunsAsRealComfyUIDoes(t *testing.T) {
 				return
 			}
 			imgs := entry.Outputs["2"].Images
-			if len(entry.Outputs) != 1 || len(imgs) != 1 || !strings.HasPrefix(imgs[0].Filename, tc.file) || imgs[0].Type != tc.typ {
-				t.Fatalf("outputs %+v, want node 2 with one %s image %s*", entry.Outputs, tc.typ, tc.file)
+			if len(entry.Outputs) != 1 || len(imgs) != 1 || !strings.HasPrefix(imgs[0].Filename, tc.file) || imgs[0].Type != tc.typ || imgs[0].Subfolder != tc.subfolder {
+				t.Fatalf("outputs %+v, want node 2 with one %s image %s/%s*", entry.Outputs, tc.typ, tc.subfolder, tc.file)
 			}
-			q := url.Values{"filename": {imgs[0].Filename}, "type": {imgs[0].Type}}
+			q := url.Values{"filename": {imgs[0].Filename}, "type": {imgs[0].Type}, "subfolder": {imgs[0].Subfolder}}
 			code, _, body := do(t, "GET", ts.URL+"/view?"+q.Encode(), "", nil, nil)
 			img, err := png.Decode(bytes.NewReader(body))
 			if code != 200 || err != nil {

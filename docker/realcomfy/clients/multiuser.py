@@ -32,6 +32,7 @@ Exits 1 if any check failed.
 """
 import argparse
 import base64
+import http.client
 import json
 import os
 import signal
@@ -264,6 +265,60 @@ def run(args, base, gw):
         r = alice.get(f"/history/{bob_pid}")
         check("alice does not see bob's finished prompt in /history", r.status_code == 200 and r.json() == {},
               f"{r.status_code} {r.text[:200]}")
+        # Own outputs: /view serves bob's image to bob and the operator's
+        # ComfyUI, not to alice, however she spells the query.
+        h = bob.get(f"/history/{bob_pid}")
+        images = [img for out in (h.json().get(bob_pid, {}).get("outputs", {}) if h.status_code == 200 else {}).values()
+                  for img in out.get("images", [])]
+        img = images[0] if images else {}
+        check("bob's prompt lists its image in his /history", bool(img.get("filename")), f"{h.status_code} {h.text[:200]}")
+        if img.get("filename"):
+            q = {"filename": img["filename"], "subfolder": img.get("subfolder", ""), "type": img.get("type", "output")}
+            r = bob.get("/view", params=q)
+            check("bob views his own output through /view", r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n",
+                  f"{r.status_code} {r.headers.get('Content-Type')}")
+            for how, params in (("as bob's query", q),
+                                ("as `name [output]` under type=input",
+                                 {"filename": img["filename"] + " [output]", "type": "input", "subfolder": q["subfolder"]}),
+                                ("through a subfolder `..`", {"filename": img["filename"], "subfolder": "x/../" + q["subfolder"]})):
+                r = alice.get("/view", params=params)
+                check(f"alice cannot /view bob's output {how}: 404 not_your_output",
+                      r.status_code == 404 and refusal_code(r) == "not_your_output", f"{r.status_code} {r.text[:200]}")
+            # Other spellings of the path: the gateway checks what ComfyUI's
+            # router would serve as /view; the rest ComfyUI does not serve.
+            qs = urllib.parse.urlencode(q)
+            served, seen = [], []
+            for p in ("/api/view", "/api/vi%65w", "//view", "/view/", "/./view", "/api//view", "/x/../view", "/%2Fview", "/View"):
+                # http.client sends the path as written (requests would
+                # remove its dot segments).
+                u = urllib.parse.urlsplit(alice.base)
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+                conn.request("GET", p + "?" + qs, headers=alice.auth)
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                code = ""
+                if resp.getheader("Content-Type", "").startswith("application/json"):
+                    try:
+                        code = json.loads(body).get("code") or ""
+                    except ValueError:
+                        pass
+                seen.append(f"{p} {resp.status} {code}".strip())
+                if resp.status == 200 or body[:8] == b"\x89PNG\r\n\x1a\n":
+                    served.append(p)
+            # The Load Image (from Outputs) node reads "name [output]":
+            # alice's prompt naming bob's file is refused, bob's queues.
+            name = (q["subfolder"] + "/" if q["subfolder"] else "") + q["filename"] + " [output]"
+            load = {"1": {"class_type": "LoadImageOutput", "inputs": {"image": name}},
+                    "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+            r = alice.post("/prompt", json={"prompt": load})
+            check("alice's prompt loading bob's output (LoadImageOutput): 403 not_your_file",
+                  r.status_code == 403 and refusal_code(r) == "not_your_file", f"{r.status_code} {r.text[:200]}")
+            r = bob.post("/prompt", json={"prompt": load})
+            check("bob's prompt loading his own output (LoadImageOutput) is queued", r.status_code == 200,
+                  f"{r.status_code} {r.text[:200]}")
+            check("alice cannot /view bob's output through another spelling of the path", not served,
+                  (f"served: {served}; " if served else "") + ", ".join(seen))
 
     def share_free():
         r = alice.post("/prompt", json={"prompt": quick_prompt("alice-3")})
