@@ -101,7 +101,7 @@ func (tp TrustedProxies) IsHTTPS(r *http.Request) bool {
 // headers.
 func forwardedFor(h http.Header) []string {
 	var hops []string
-	for _, v := range h.Values("X-Forwarded-For") {
+	for _, v := range h["X-Forwarded-For"] {
 		for _, p := range strings.Split(v, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				hops = append(hops, p)

@@ -77,7 +77,7 @@ func parseAuthorization(h string) authorization {
 // BearerOrQueryToken is the TokenSource of `Authorization: Bearer <token>`
 // and, failing that, `?token=<token>`.
 func BearerOrQueryToken(r *http.Request, _ UserDirectory) (string, bool) {
-	if a := parseAuthorization(r.Header.Get("Authorization")); a.bearer != "" {
+	if a := parseAuthorization(firstValue(r.Header, "Authorization")); a.bearer != "" {
 		return a.bearer, true
 	}
 	if t := queryToken(r); t != "" {
@@ -89,7 +89,7 @@ func BearerOrQueryToken(r *http.Request, _ UserDirectory) (string, bool) {
 // BasicToken is the TokenSource of `Authorization: Basic
 // base64(name:secret)`.
 func BasicToken(r *http.Request, users UserDirectory) (string, bool) {
-	a := parseAuthorization(r.Header.Get("Authorization"))
+	a := parseAuthorization(firstValue(r.Header, "Authorization"))
 	if !a.basic {
 		return "", false
 	}
@@ -115,7 +115,7 @@ func queryToken(r *http.Request) string {
 // isPresentedSecret reports whether s is any part of a credential r
 // presents: a token, a Basic secret, or a Basic name:secret pair.
 func isPresentedSecret(r *http.Request, s string) bool {
-	a := parseAuthorization(r.Header.Get("Authorization"))
+	a := parseAuthorization(firstValue(r.Header, "Authorization"))
 	return s == a.bearer || s == queryToken(r) ||
 		a.basic && (s == a.secret || s == a.name+":"+a.secret)
 }

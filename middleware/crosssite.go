@@ -17,9 +17,9 @@ import (
 // publicURL, when set, is the gateway's origin; otherwise it is taken from
 // Host, as CSRF does.
 func IsCrossSite(r *http.Request, publicURL *url.URL) bool {
-	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+	if site := firstValue(r.Header, "Sec-Fetch-Site"); site != "" {
 		return site == "cross-site"
 	}
-	origin := r.Header.Get("Origin")
+	origin := firstValue(r.Header, "Origin")
 	return origin != "" && origin != "null" && !sameOrigin(origin, r.Host, publicURL)
 }

@@ -138,7 +138,7 @@ func ClientOf(r *http.Request, cr ClientResolver) Client {
 // from a trusted proxy: the last value, which the closest proxy appended or
 // set.
 func forwardedProtoIsHTTPS(h http.Header) bool {
-	vals := h.Values("X-Forwarded-Proto")
+	vals := h["X-Forwarded-Proto"]
 	if len(vals) == 0 {
 		return false
 	}
