@@ -414,7 +414,19 @@ func (o *onceEvery) allow() bool {
 // bufferPool recycles the proxy's 32 KiB copy buffers.
 type bufferPool struct{}
 
-var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// copyBufferSize is the size of every buffer of copyBuffers.
+const copyBufferSize = 32 << 10
 
-func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+// copyBuffers holds *[copyBufferSize]byte: a buffer goes back to the pool as
+// the pointer to its own array, so putting it allocates nothing (a *[]byte
+// would be a new slice header per request).
+var copyBuffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+func (bufferPool) Get() []byte { return copyBuffers.Get().(*[copyBufferSize]byte)[:] }
+
+// Put takes back a buffer of Get; any other slice is left to the collector.
+func (bufferPool) Put(b []byte) {
+	if len(b) == copyBufferSize {
+		copyBuffers.Put((*[copyBufferSize]byte)(b))
+	}
+}
