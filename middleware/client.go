@@ -62,7 +62,11 @@ func (tp TrustedProxies) Contains(a netip.Addr) bool {
 // request itself; and where it finds no client it leaves none, where the
 // throttle needs a key.
 func (tp TrustedProxies) ClientAddr(r *http.Request) netip.Addr {
-	peer := parseHostAddr(r.RemoteAddr)
+	return tp.clientAddr(r, parseHostAddr(r.RemoteAddr))
+}
+
+// clientAddr is ClientAddr for the peer address already read from r.
+func (tp TrustedProxies) clientAddr(r *http.Request, peer netip.Addr) netip.Addr {
 	if !peer.IsValid() || len(tp) == 0 || !tp.Contains(peer) {
 		return peer
 	}
@@ -87,10 +91,14 @@ func (tp TrustedProxies) ClientAddr(r *http.Request) netip.Addr {
 // cookie's Secure flag and the X-Forwarded-Proto ComfyUI receives; an
 // untrusted peer's header is ignored so it can change neither.
 func (tp TrustedProxies) IsHTTPS(r *http.Request) bool {
+	return tp.isHTTPS(r, parseHostAddr(r.RemoteAddr))
+}
+
+// isHTTPS is IsHTTPS for the peer address already read from r.
+func (tp TrustedProxies) isHTTPS(r *http.Request, peer netip.Addr) bool {
 	if r.TLS != nil {
 		return true
 	}
-	peer := parseHostAddr(r.RemoteAddr)
 	if !peer.IsValid() || !tp.Contains(peer) {
 		return false
 	}

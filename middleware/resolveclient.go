@@ -91,10 +91,11 @@ type ClientResolver struct {
 // Resolve computes r's Client. It reads only the connection and headers,
 // so it is cheap and cannot fail.
 func (cr ClientResolver) Resolve(r *http.Request) Client {
+	peer := parseHostAddr(r.RemoteAddr)
 	c := Client{
-		Addr:      cr.Trusted.ClientAddr(r),
-		Peer:      parseHostAddr(r.RemoteAddr),
-		HTTPS:     cr.Trusted.IsHTTPS(r),
+		Addr:      cr.Trusted.clientAddr(r, peer),
+		Peer:      peer,
+		HTTPS:     cr.Trusted.isHTTPS(r, peer),
 		CrossSite: IsCrossSite(r, cr.PublicURL),
 		resolved:  true,
 	}
