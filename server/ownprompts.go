@@ -22,15 +22,17 @@ func (s *Server) setUpOwnPrompts() {
 		return
 	}
 	client := newUpstreamClient(s.cfg.UpstreamTimeout)
-	queueURL, historyURL := *s.upstream, *s.upstream
-	queueURL.Path, historyURL.Path = "/queue", "/history"
+	base := *s.upstream
+	base.Path, base.RawPath, base.RawQuery, base.Fragment = "", "", "", ""
 	s.ownPrompts = middleware.OwnPrompts(middleware.OwnPromptsOptions{
-		Key: s.queueKey,
-		Queue: func(ctx context.Context) ([]byte, error) {
-			return readComfyAnswer(ctx, client, &queueURL, "to tell the caller's queued prompts from others'")
-		},
-		History: func(ctx context.Context) ([]byte, error) {
-			return readComfyAnswer(ctx, client, &historyURL, "to tell the caller's history from others'")
+		Key:        s.queueKey,
+		MaxOwnView: ownViewBytes,
+		Open: func(ctx context.Context, target string) (io.ReadCloser, error) {
+			u, err := url.Parse(base.String() + target)
+			if err != nil || !strings.HasPrefix(target, "/") {
+				return nil, fmt.Errorf("GET %q: not a path of ComfyUI's", target)
+			}
+			return openComfyAnswer(ctx, client, u, "to tell the caller's prompts from others'")
 		},
 		Failed: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.refuseUnchecked(w, r, err, uncheckedAnswer{
@@ -42,9 +44,16 @@ func (s *Server) setUpOwnPrompts() {
 	})
 }
 
-// readComfyAnswer is a GET of u (ComfyUI's /queue or /history), read whole
-// up to MaxOwnAnswerBytes; why completes the error sentence.
-func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why string) ([]byte, error) {
+// ownViewBytes bounds the caller's own items a per-user view of the
+// queue or history holds (middleware.MaxOwnViewBytes); tests lower it.
+var ownViewBytes = middleware.MaxOwnViewBytes
+
+// openComfyAnswer is a GET of u (ComfyUI's /queue or /history), whose
+// body the caller streams and closes; why completes the error sentence.
+// Only the response headers are bound in time (--upstream-timeout): a
+// large answer takes as long as ComfyUI takes to send it, and the reader
+// waits as long as the client does.
+func openComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -53,18 +62,31 @@ func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why s
 	if err != nil {
 		return nil, upstreamCallError(err, why)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("GET %s answered %d", u.Path, resp.StatusCode)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, middleware.MaxOwnAnswerBytes+1))
-	if err != nil {
-		return nil, upstreamCallError(err, why)
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s is encoded with %s", u.Path, enc)
 	}
-	if len(b) > middleware.MaxOwnAnswerBytes {
-		return nil, fmt.Errorf("GET %s is over %d MiB", u.Path, middleware.MaxOwnAnswerBytes>>20)
+	return &answerBody{resp.Body, why}, nil
+}
+
+// answerBody reports a read error of ComfyUI's answer as a failed call to
+// ComfyUI (502 upstream_down, 504 upstream_timeout), not as an answer
+// that is not ComfyUI's.
+type answerBody struct {
+	io.ReadCloser
+	why string
+}
+
+func (b *answerBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = upstreamCallError(err, b.why)
 	}
-	return b, nil
+	return n, err
 }
 
 // uncheckedAnswer is what a check that reads ComfyUI's queue or history

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"io"
 	"net/http"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
@@ -53,8 +54,8 @@ func (s *Server) setUpComfyUsers() {
 	s.queueShare = middleware.QueueShare(middleware.QueueShareOptions{
 		Max: s.cfg.MaxQueuedPrompts,
 		Key: s.queueKey,
-		Queue: func(ctx context.Context) ([]byte, error) {
-			return readComfyAnswer(ctx, client, &queueURL, "to count the prompts in its queue")
+		Queue: func(ctx context.Context) (io.ReadCloser, error) {
+			return openComfyAnswer(ctx, client, &queueURL, "to count the prompts in its queue")
 		},
 		QueueFailed: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.refuseUnchecked(w, r, err, uncheckedAnswer{

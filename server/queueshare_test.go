@@ -286,14 +286,14 @@ func TestCountQueued(t *testing.T) {
 	}
 	raw := `{"queue_running":[` + tagged("a", "p1") + `],"queue_pending":[` + tagged("a", "p2") + `,` + tagged("a", "p2") + `,` +
 		tagged("b", "p3") + `,[2,"p4",{},{},[]],[3,"p5",{},{"comfyui_auth":{"user":"b","mac":"x"}},[]]]}`
-	counts, err := middleware.CountQueued([]byte(raw), key)
+	counts, err := middleware.CountQueued(strings.NewReader(raw), key)
 	if err != nil || counts["a"] != 2 || counts["b"] != 1 || len(counts) != 2 {
 		t.Fatalf("%v %v", counts, err)
 	}
-	if c, _ := middleware.CountQueued([]byte(raw), []byte("other key")); len(c) != 0 {
+	if c, _ := middleware.CountQueued(strings.NewReader(raw), []byte("other key")); len(c) != 0 {
 		t.Fatalf("another key's tags counted: %v", c)
 	}
-	if _, err := middleware.CountQueued([]byte(`{"queue_running":[]}`), key); err == nil {
+	if _, err := middleware.CountQueued(strings.NewReader(`{"queue_running":[]}`), key); err == nil {
 		t.Fatal("an answer without queue_pending was read as a queue")
 	}
 }
