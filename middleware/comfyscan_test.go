@@ -75,13 +75,12 @@ func historySeeds(t testing.TB) []string {
 
 // queueReading is everything the queue's readers make of an answer.
 type queueReading struct {
-	counts   map[string]int
-	inQueue  map[string]bool
-	owners   map[string]string
-	pending  map[string]bool
-	running  map[string][]string
-	views    map[string]string
-	notComfy bool // refused as not ComfyUI's shape only
+	counts  map[string]int
+	inQueue map[string]bool
+	owners  map[string]string
+	pending map[string]bool
+	running map[string][]string
+	views   map[string]string
 }
 
 var viewers = []string{"alice", "bob", "guest"}
@@ -406,5 +405,22 @@ func BenchmarkOwnQueueViewWhole(b *testing.B) {
 		if _, err := wholeOwnQueueView(raw, key, "usera"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestLongestPromptIDIsReadAsComfyUIWritesIt: a prompt_id of
+// MaxPromptIDBytes control characters, which ComfyUI writes back as \u
+// escapes six times as long, is still read as an id and counted.
+func TestLongestPromptIDIsReadAsComfyUIWritesIt(t *testing.T) {
+	key := []byte("k")
+	id := strings.Repeat("\x01", MaxPromptIDBytes)
+	escaped := `"` + strings.Repeat(`\u0001`, MaxPromptIDBytes) + `"`
+	raw := `{"queue_running":[],"queue_pending":[[1,` + escaped + `,{},` + tagged(t, key, "alice", id) + `,[]]]}`
+	counts, err := CountQueued(strings.NewReader(raw), key)
+	if err != nil || counts["alice"] != 1 {
+		t.Fatalf("counts %v, %v", counts, err)
+	}
+	if _, err := TagPrompt([]byte(`{"prompt":{},"prompt_id":"`+id+`x"}`), key, "alice"); err == nil {
+		t.Fatal("a prompt_id over MaxPromptIDBytes was tagged")
 	}
 }
