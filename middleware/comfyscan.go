@@ -748,8 +748,20 @@ type HistoryItem struct {
 	// is ID.
 	User   string
 	Tagged bool
+	// Files are the files the entry's outputs name: every object of at
+	// most maxScannedValue bytes, with a non-empty "filename", in a list
+	// under a node of "outputs" ({"1": {"images": [{"filename",
+	// "subfolder", "type"}]}}), as /view would be asked for them.
+	Files []OutputFile
 	// Raw is the entry's value, when a view captured it.
 	Raw json.RawMessage
+}
+
+// OutputFile is a file a history entry's outputs name.
+type OutputFile struct {
+	Filename  string `json:"filename"`
+	Subfolder string `json:"subfolder"`
+	Type      string `json:"type"`
 }
 
 // historyScan configures scanHistory beyond ScanHistory.
@@ -828,6 +840,9 @@ func (s *jsonStream) historyEntry(key []byte, it *HistoryItem) error {
 	var prompt *QueueItem
 	typeErr := false
 	err = s.object(func(k string, ok bool) error {
+		if ok && k == "outputs" {
+			return s.outputFiles(&it.Files)
+		}
 		if !ok || !strings.EqualFold(k, "prompt") {
 			return s.skip()
 		}
@@ -853,4 +868,47 @@ func (s *jsonStream) historyEntry(key []byte, it *HistoryItem) error {
 		it.User, it.Tagged = prompt.User, true
 	}
 	return nil
+}
+
+// outputFiles reads a history entry's outputs, {node: {kind: [file, ...]}},
+// appending the files it names; any other shape is read past.
+func (s *jsonStream) outputFiles(files *[]OutputFile) error {
+	// each reads a value as an object, giving each member to member, or
+	// reads past a value of any other kind.
+	each := func(member func() error) error {
+		c, err := s.ws()
+		if err != nil {
+			return err
+		}
+		if c != '{' {
+			return s.skip()
+		}
+		return s.object(func(string, bool) error { return member() })
+	}
+	return each(func() error {
+		return each(func() error {
+			c, err := s.ws()
+			if err != nil {
+				return err
+			}
+			if c != '[' {
+				return s.skip()
+			}
+			return s.array(func(int) error {
+				c, err := s.ws()
+				if err != nil {
+					return err
+				}
+				if c != '{' {
+					return s.skip()
+				}
+				raw, err := s.scalar()
+				var f OutputFile
+				if err == nil && raw != nil && json.Unmarshal(raw, &f) == nil && f.Filename != "" {
+					*files = append(*files, f)
+				}
+				return err
+			})
+		})
+	})
 }

@@ -424,3 +424,20 @@ func TestLongestPromptIDIsReadAsComfyUIWritesIt(t *testing.T) {
 		t.Fatal("a prompt_id over MaxPromptIDBytes was tagged")
 	}
 }
+
+// TestScanHistoryNamesEachEntrysOutputFiles: each entry comes with the
+// files its outputs name, for /view to tell whose a file is; outputs of
+// other shapes name none.
+func TestScanHistoryNamesEachEntrysOutputFiles(t *testing.T) {
+	key := []byte("k")
+	raw := `{"a1": {"prompt": [0, "a1", {}, ` + tagged(t, key, "alice", "a1") + `, []], "outputs": {"9": {"images": [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}, {"filename": "b.png", "subfolder": "x", "type": "temp"}], "text": ["hello", 1], "animated": [false]}, "10": {"gifs": [{"filename": "c.webp", "type": "output", "format": "image/webp"}, {"filename": ""}]}, "11": [1]}, "status": {}},` +
+		`"b1": {"outputs": 5, "prompt": null}}`
+	var got []HistoryItem
+	if err := ScanHistory(strings.NewReader(raw), key, func(it HistoryItem) error { got = append(got, it); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := []OutputFile{{"ComfyUI_00001_.png", "", "output"}, {"b.png", "x", "temp"}, {"c.webp", "", "output"}}
+	if len(got) != 2 || got[0].User != "alice" || !got[0].Tagged || !slices.Equal(got[0].Files, want) || got[1].Tagged || got[1].Files != nil {
+		t.Fatalf("%+v", got)
+	}
+}
