@@ -369,7 +369,7 @@ func (s *jsonStream) number() error {
 	}
 	c, err := s.peek()
 	if err != nil {
-		return nil // the caller meets the end
+		return atEnd(err)
 	}
 	if c == '.' {
 		s.take()
@@ -377,7 +377,7 @@ func (s *jsonStream) number() error {
 			return err
 		}
 		if c, err = s.peek(); err != nil {
-			return nil
+			return atEnd(err)
 		}
 	}
 	if c == 'e' || c == 'E' {
@@ -404,10 +404,22 @@ func (s *jsonStream) digits() error {
 	}
 	for {
 		s.take()
-		if c, err = s.peek(); err != nil || !isDigit(c) {
+		if c, err = s.peek(); err != nil {
+			return atEnd(err)
+		}
+		if !isDigit(c) {
 			return nil
 		}
 	}
+}
+
+// atEnd lets a number end at the end of the input, where the caller then
+// meets it, and passes on any other read error.
+func atEnd(err error) error {
+	if err == errUnexpectedEnd {
+		return nil
+	}
+	return err
 }
 
 // literal reads true, false or null, its first byte peeked.
