@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // fuzzKey keys the tags in the readers' fuzz seeds, so that mutations of
@@ -439,5 +440,22 @@ func TestScanHistoryNamesEachEntrysOutputFiles(t *testing.T) {
 	want := []OutputFile{{"ComfyUI_00001_.png", "", "output"}, {"b.png", "x", "temp"}, {"c.webp", "", "output"}}
 	if len(got) != 2 || got[0].User != "alice" || !got[0].Tagged || !slices.Equal(got[0].Files, want) || got[1].Tagged || got[1].Files != nil {
 		t.Fatalf("%+v", got)
+	}
+}
+
+// TestReadErrorsArePassedOn: an answer cut by a failed read, anywhere, is
+// reported with that error (a failed call to ComfyUI), not as an answer
+// that is not ComfyUI's.
+func TestReadErrorsArePassedOn(t *testing.T) {
+	cut := errors.New("connection reset")
+	for _, prefix := range []string{``, `{`, `{"queue_running":[[12`, `{"queue_running":[[1.5`, `{"queue_running":[[1e5`, `{"queue_running":[[1,"ab`, `{"queue_running":[[1,"a\`, `{"queue_running":[[1,"a",{"x":[tr`} {
+		r := io.MultiReader(strings.NewReader(prefix), iotest.ErrReader(cut))
+		if _, err := CountQueued(r, fuzzKey); !errors.Is(err, cut) {
+			t.Errorf("cut after %q: %v", prefix, err)
+		}
+		r = io.MultiReader(strings.NewReader(strings.Replace(prefix, `"queue_running":[`, `"a1":{"prompt":`, 1)), iotest.ErrReader(cut))
+		if _, err := HistoryOwners(r, fuzzKey); !errors.Is(err, cut) {
+			t.Errorf("history cut after %q: %v", prefix, err)
+		}
 	}
 }
