@@ -39,8 +39,8 @@ type OwnPromptsOptions struct {
 	// history holds (MaxOwnViewBytes).
 	MaxOwnView int
 	// Failed answers a request whose caller's prompts could not be told
-	// apart: Queue or History failed, or answered something that is not
-	// ComfyUI's queue or history.
+	// apart: Open failed, or ComfyUI answered something that is not its
+	// queue or history.
 	Failed func(w http.ResponseWriter, r *http.Request, err error)
 }
 
@@ -208,11 +208,11 @@ func (o OwnPromptsOptions) serveEdit(w http.ResponseWriter, r *http.Request, nex
 	}
 	var owners map[string]string
 	var pending map[string]bool
-	err = o.read(r.Context(), path, func(body io.Reader) (err error) {
+	err = o.read(r.Context(), path, func(answer io.Reader) (err error) {
 		if path == "/queue" {
-			owners, pending, err = QueueOwners(body, o.Key)
+			owners, pending, err = QueueOwners(answer, o.Key)
 		} else {
-			owners, err = HistoryOwners(body, o.Key)
+			owners, err = HistoryOwners(answer, o.Key)
 		}
 		return err
 	})
@@ -276,8 +276,8 @@ func (o OwnPromptsOptions) serveInterrupt(w http.ResponseWriter, r *http.Request
 		}
 	}
 	var running []string
-	err := o.read(r.Context(), "/queue", func(body io.Reader) (err error) {
-		running, err = RunningOwned(body, o.Key, user)
+	err := o.read(r.Context(), "/queue", func(answer io.Reader) (err error) {
+		running, err = RunningOwned(answer, o.Key, user)
 		return err
 	})
 	if err != nil {
@@ -408,21 +408,21 @@ func (o OwnPromptsOptions) serveOwnView(w http.ResponseWriter, r *http.Request, 
 		}
 	}
 	var owners map[string]string
-	err := o.read(r.Context(), target, func(body io.Reader) (err error) {
+	err := o.read(r.Context(), target, func(answer io.Reader) (err error) {
 		if queue {
-			owners, _, err = QueueOwners(body, o.Key)
+			owners, _, err = QueueOwners(answer, o.Key)
 		} else {
-			owners, err = HistoryOwners(body, o.Key)
+			owners, err = HistoryOwners(answer, o.Key)
 		}
 		return err
 	})
 	var out []byte
 	if err == nil {
-		err = o.read(r.Context(), target, func(body io.Reader) (err error) {
+		err = o.read(r.Context(), target, func(answer io.Reader) (err error) {
 			if queue {
-				out, err = OwnQueueView(body, owners, o.Key, user, o.MaxOwnView)
+				out, err = OwnQueueView(answer, owners, o.Key, user, o.MaxOwnView)
 			} else {
-				out, err = OwnHistoryView(body, owners, o.Key, user, o.MaxOwnView)
+				out, err = OwnHistoryView(answer, owners, o.Key, user, o.MaxOwnView)
 			}
 			return err
 		})
@@ -584,8 +584,8 @@ func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, n
 	id := ChosenPromptID(body)
 	if id != "" {
 		var owners map[string]string
-		err := o.read(r.Context(), "/queue", func(body io.Reader) (err error) {
-			owners, _, err = QueueOwners(body, o.Key)
+		err := o.read(r.Context(), "/queue", func(answer io.Reader) (err error) {
+			owners, _, err = QueueOwners(answer, o.Key)
 			return err
 		})
 		if err != nil {
@@ -594,8 +594,8 @@ func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, n
 		}
 		owner, queued := owners[id]
 		if !queued || owner == user {
-			err = o.read(r.Context(), "/history", func(body io.Reader) (err error) {
-				owners, err = HistoryOwners(body, o.Key)
+			err = o.read(r.Context(), "/history", func(answer io.Reader) (err error) {
+				owners, err = HistoryOwners(answer, o.Key)
 				return err
 			})
 			if err != nil {
