@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -22,12 +23,14 @@ func hugePrompt(node string, size int) string {
 // exactly (her fourth gets 429 queue_share, as does bob's), her queue
 // view shows bob's prompts as placeholders only, her delete acts on her
 // own prompts, and the history, once bob's first prompt ran, is read for
-// her too. Bob alone is told his own prompts are more than a view of them
-// holds (403 own_prompts_too_large); a guest's view and the operator's
-// are served. By default the prompts are 1 MiB and a view holds 2.5 MiB;
-// with COMFYUI_AUTH_TEST_FULL=1, at the real sizes, 22 MiB each (a
-// prompt may be 32 MiB), 66 MiB of queue, over the 64 MiB a gateway
-// reading ComfyUI's answer whole would read, and the 64 MiB a view holds.
+// her too; with all of bob's prompts in the history, /view serves her
+// own output and refuses it to bob. Bob alone is told his own prompts
+// are more than a view of them holds (403 own_prompts_too_large); a
+// guest's view and the operator's are served. By default the prompts are
+// 1 MiB and a view holds 2.5 MiB; with COMFYUI_AUTH_TEST_FULL=1, at the
+// real sizes, 22 MiB each (a prompt may be 32 MiB), 66 MiB of queue and
+// then of history, over the 64 MiB a gateway reading ComfyUI's answer
+// whole would read, and the 64 MiB a view holds.
 func TestOneUsersHugePromptsDoNotLockOthersOut(t *testing.T) {
 	size := 1 << 20
 	if os.Getenv("COMFYUI_AUTH_TEST_FULL") == "1" {
@@ -122,6 +125,21 @@ func TestOneUsersHugePromptsDoNotLockOthersOut(t *testing.T) {
 	// The operator's view passes untouched, every prompt whole.
 	if body := c.get(t, "/queue", c.operator); strings.Count(body, "BobHugeNode") != 2 {
 		t.Fatal("the operator does not see bob's two pending prompts")
+	}
+
+	// Once all of bob's prompts have run, the history holds them all
+	// (66 MiB at the real sizes), and /view still tells alice's output
+	// from others': the owner index reads the history streaming too.
+	c.runAll(t, bobs[1], bobs[2], alices[0], alices[1])
+	pic := c.queueImage(t, c.alice, "alice/pic")
+	c.runAll(t, pic)
+	for _, f := range c.outputsOf(t, pic) {
+		if st, _, body := c.view(t, "GET", "/view?"+f.query(), c.alice); st != 200 || !bytes.HasPrefix(body, pngMagic) {
+			t.Fatalf("alice's own output beside bob's %d MiB of history: %d %.300s", 3*size>>20, st, body)
+		}
+		if st, code, _ := c.view(t, "GET", "/view?"+f.query(), c.bob); st != 404 || code != middleware.CodeNotYourOutput {
+			t.Fatalf("bob views alice's output: %d %q, want 404 %s", st, code, middleware.CodeNotYourOutput)
+		}
 	}
 }
 
