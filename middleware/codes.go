@@ -95,6 +95,10 @@ const (
 	// be read to tell the caller's prompts from other users', so nothing
 	// was done or shown.
 	CodeOwnPromptsUnchecked RefusalCode = "own_prompts_unchecked"
+	// CodeOwnPromptsTooLarge (403): the caller's own prompts in ComfyUI's
+	// queue or history are over the size a view of them holds
+	// (MaxOwnViewBytes); other users' views are not affected.
+	CodeOwnPromptsTooLarge RefusalCode = "own_prompts_too_large"
 	// CodePromptIDTaken (409): a named user's prompt names, as its
 	// prompt_id, the id of another user's prompt in ComfyUI's queue or
 	// history.
@@ -128,7 +132,7 @@ var RefusalCodes = []RefusalCode{
 	CodeLoginFormTooLarge, CodeLoginFormTimeout, CodeLoginFormUnreadable,
 	CodeUpstreamDown, CodeUpstreamTimeout, CodeNotReady, CodeMethodNotAllowed,
 	CodeTooManyConnections, CodeQueueShare, CodeQueueUnchecked, CodePromptUnreadable,
-	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
+	CodePromptTooLarge, CodeOwnPromptsUnchecked, CodeOwnPromptsTooLarge, CodePromptIDTaken, CodeUserRegistry, CodeUsersManaged,
 	CodeNotYourOutput, CodeNotYourFile,
 }
 

@@ -2,7 +2,7 @@ package middleware
 
 import (
 	"context"
-	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -138,62 +138,20 @@ type PromptOutputs struct {
 	Files []OutputFile
 }
 
-// HistoryOutputs reads a ComfyUI GET /history (or /history/{id}) answer:
-// for each entry in order, its verified user and the output and temp
-// files listed in its outputs.
-func HistoryOutputs(raw, key []byte) ([]PromptOutputs, error) {
-	ms, err := readObject(raw)
+// HistoryOutputs reads a ComfyUI GET /history (or /history/{id}) answer
+// from r, streamed (ScanHistory): for each entry in order, its verified
+// user and the output and temp files listed in its outputs. Prompts are
+// read past, so what it holds is the entries' file names, not the answer.
+func HistoryOutputs(r io.Reader, key []byte) ([]PromptOutputs, error) {
+	var out []PromptOutputs
+	err := ScanHistory(r, key, func(it HistoryItem) error {
+		out = append(out, PromptOutputs{Owner: it.User, Files: it.Files})
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]PromptOutputs, 0, len(ms))
-	for _, m := range ms {
-		out = append(out, PromptOutputs{Owner: historyOwner(m.key, m.val, key), Files: entryFiles(m.val)})
-	}
 	return out, nil
-}
-
-// entryFiles are the files a history entry's outputs list, as the
-// frontend asks /view for them: every item of a list under a node's
-// output ("images", "gifs", "audio", "3d", ...) that is an object with a
-// string filename; subfolder "" and type "output" when absent, as in a
-// /view query without them. Input files are left out: they are shared.
-func entryFiles(entry json.RawMessage) []OutputFile {
-	var e struct {
-		Outputs map[string]map[string]json.RawMessage `json:"outputs"`
-	}
-	if json.Unmarshal(entry, &e) != nil {
-		return nil
-	}
-	var files []OutputFile
-	for _, node := range e.Outputs {
-		for _, list := range node {
-			var items []struct {
-				Filename  *string `json:"filename"`
-				Subfolder *string `json:"subfolder"`
-				Type      *string `json:"type"`
-			}
-			if json.Unmarshal(list, &items) != nil {
-				continue
-			}
-			for _, it := range items {
-				if it.Filename == nil {
-					continue
-				}
-				q := url.Values{"filename": {*it.Filename}}
-				if it.Subfolder != nil {
-					q.Set("subfolder", *it.Subfolder)
-				}
-				if it.Type != nil {
-					q.Set("type", *it.Type)
-				}
-				if f, ok := ViewedFile(q); ok && f.Type != "input" {
-					files = append(files, f)
-				}
-			}
-		}
-	}
-	return files
 }
 
 // Bounds of the OutputOwners index.
@@ -269,18 +227,29 @@ func NewOutputOwners(read func(ctx context.Context, maxItems int) ([]PromptOutpu
 	return &OutputOwners{read: read, running: running, gap: FullHistoryGap, owners: map[OutputFile]string{}}
 }
 
-// RunningUsers reads ComfyUI's GET /queue answer: the verified users of
-// its running prompts.
-func RunningUsers(raw, key []byte) (map[string]bool, error) {
-	q, err := readQueue(raw)
+// RunningUsers reads ComfyUI's GET /queue answer from r, streamed
+// (ScanQueue): the verified users of its running prompts. A running
+// prompt whose id is also on another user's item, or on an untagged one,
+// is nobody's (as QueueOwners has it).
+func RunningUsers(r io.Reader, key []byte) (map[string]bool, error) {
+	owners := map[string]string{}
+	var running []string
+	err := ScanQueue(r, key, func(it QueueItem) error {
+		if !it.HasID || it.ID == "" {
+			return nil
+		}
+		note(owners, it.ID, it.User)
+		if !it.Pending {
+			running = append(running, it.ID)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	owners, _ := q.owners(key)
 	users := map[string]bool{}
-	for _, tuple := range q.Running {
-		var id string
-		if len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil && owners[id] != "" {
+	for _, id := range running {
+		if owners[id] != "" {
 			users[owners[id]] = true
 		}
 	}

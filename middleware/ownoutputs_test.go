@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -77,7 +78,7 @@ func FuzzHistoryOutputs(f *testing.F) {
 	f.Add([]byte(`{"p1":{"outputs":{"9":{"images":[{"filename":"x.png","type":"input"},{"filename":7}]}}}}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		entries, err := HistoryOutputs(raw, []byte("k"))
+		entries, err := HistoryOutputs(bytes.NewReader(raw), []byte("k"))
 		if err != nil {
 			return
 		}

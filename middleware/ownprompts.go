@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -11,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -20,23 +21,29 @@ import (
 // some 25,000 prompt ids.
 const MaxEditBytes = 1 << 20
 
-// MaxOwnAnswerBytes bounds a ComfyUI /queue or /history answer the gateway
-// holds to decide, or to show, which prompts are the caller's.
-const MaxOwnAnswerBytes = 64 << 20
+// MaxOwnViewBytes bounds the caller's own items a view of the queue or
+// history holds, together: room for two of the largest prompts the
+// gateway passes (MaxPromptBytes) as ComfyUI writes them back. Other
+// users' items are never held, whatever their size.
+const MaxOwnViewBytes = 64 << 20
 
 // OwnPromptsOptions configures OwnPrompts.
 type OwnPromptsOptions struct {
 	// Key verifies the prompts' tags (QueueShare's Key).
 	Key []byte
-	// Queue returns ComfyUI's GET /queue answer; History its GET /history.
-	Queue   func(ctx context.Context) ([]byte, error)
-	History func(ctx context.Context) ([]byte, error)
+	// Open returns the body of ComfyUI's 200 answer to GET target, a path
+	// with its query ("/queue", "/history", "/history/{id}?max_items=5"),
+	// which OwnPrompts streams and closes.
+	Open func(ctx context.Context, target string) (io.ReadCloser, error)
+	// MaxOwnView bounds the caller's own items a view of the queue or
+	// history holds (MaxOwnViewBytes).
+	MaxOwnView int
 	// Outputs tells whose prompt made each output file, for GET /view;
 	// nil leaves /view as ComfyUI has it.
 	Outputs *OutputOwners
 	// Failed answers a request whose caller's prompts could not be told
-	// apart: Queue or History failed, or answered something that is not
-	// ComfyUI's queue or history.
+	// apart: Open failed, or ComfyUI answered something that is not its
+	// queue or history.
 	Failed func(w http.ResponseWriter, r *http.Request, err error)
 }
 
@@ -107,7 +114,7 @@ func OwnPrompts(o OwnPromptsOptions) func(http.Handler) http.Handler {
 				o.serveView(w, r, next, user)
 			case r.Method == http.MethodGet && (path == "/queue" || path == "/history" ||
 				strings.HasPrefix(path, "/history/") && !strings.Contains(path[len("/history/"):], "/")):
-				o.serveOwnView(w, r, next, user, path == "/queue")
+				o.serveOwnView(w, r, user, path == "/queue")
 			default:
 				next.ServeHTTP(w, r)
 			}
@@ -212,24 +219,17 @@ func (o OwnPromptsOptions) serveEdit(w http.ResponseWriter, r *http.Request, nex
 	}
 	var owners map[string]string
 	var pending map[string]bool
-	if path == "/queue" {
-		raw, err := o.Queue(r.Context())
-		if err == nil {
-			owners, pending, err = QueueOwners(raw, o.Key)
+	err = o.read(r.Context(), path, func(answer io.Reader) (err error) {
+		if path == "/queue" {
+			owners, pending, err = QueueOwners(answer, o.Key)
+		} else {
+			owners, err = HistoryOwners(answer, o.Key)
 		}
-		if err != nil {
-			o.Failed(w, r, err)
-			return
-		}
-	} else {
-		raw, err := o.History(r.Context())
-		if err == nil {
-			owners, err = HistoryOwners(raw, o.Key)
-		}
-		if err != nil {
-			o.Failed(w, r, err)
-			return
-		}
+		return err
+	})
+	if err != nil {
+		o.Failed(w, r, err)
+		return
 	}
 	keep := []string{}
 	kept := map[string]bool{}
@@ -286,11 +286,11 @@ func (o OwnPromptsOptions) serveInterrupt(w http.ResponseWriter, r *http.Request
 			}
 		}
 	}
-	raw, err := o.Queue(r.Context())
 	var running []string
-	if err == nil {
-		running, err = RunningOwned(raw, o.Key, user)
-	}
+	err := o.read(r.Context(), "/queue", func(answer io.Reader) (err error) {
+		running, err = RunningOwned(answer, o.Key, user)
+		return err
+	})
 	if err != nil {
 		o.Failed(w, r, err)
 		return
@@ -320,56 +320,27 @@ func writeOwnAnswer(w http.ResponseWriter, a editAnswer) {
 	_, _ = w.Write(b)
 }
 
-// QueueOwners reads ComfyUI's GET /queue answer: the verified owner of
-// each prompt id, and which ids are pending. An id that appears on items
-// of different owners (a client may choose its prompt_id), or on an item
-// without a valid tag, has owner "": nobody's but the operator's.
-func QueueOwners(raw, key []byte) (owners map[string]string, pending map[string]bool, err error) {
-	q, err := readQueue(raw)
+// QueueOwners reads ComfyUI's GET /queue answer from r, streamed: the
+// verified owner of each prompt id, and which ids are pending. An id that
+// appears on items of different owners (a client may choose its
+// prompt_id), or on an item without a valid tag, has owner "": nobody's
+// but the operator's.
+func QueueOwners(r io.Reader, key []byte) (owners map[string]string, pending map[string]bool, err error) {
+	owners, pending = map[string]string{}, map[string]bool{}
+	err = ScanQueue(r, key, func(it QueueItem) error {
+		if !it.HasID || it.ID == "" {
+			return nil
+		}
+		note(owners, it.ID, it.User)
+		if it.Pending {
+			pending[it.ID] = true
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
 	}
-	owners, pending = q.owners(key)
 	return owners, pending, nil
-}
-
-// comfyQueue is a GET /queue answer, each item's members kept raw.
-type comfyQueue struct {
-	Running [][]json.RawMessage
-	Pending [][]json.RawMessage
-}
-
-func readQueue(raw []byte) (comfyQueue, error) {
-	// One decode of the whole answer: the prompts, most of its bytes, are
-	// scanned and copied, never parsed further.
-	var q struct {
-		Running *[][]json.RawMessage `json:"queue_running"`
-		Pending *[][]json.RawMessage `json:"queue_pending"`
-	}
-	if err := json.Unmarshal(raw, &q); err != nil {
-		return comfyQueue{}, err
-	}
-	if q.Running == nil || q.Pending == nil {
-		return comfyQueue{}, errors.New("queue_running or queue_pending is missing")
-	}
-	return comfyQueue{*q.Running, *q.Pending}, nil
-}
-
-func (q comfyQueue) owners(key []byte) (owners map[string]string, pending map[string]bool) {
-	owners, pending = map[string]string{}, map[string]bool{}
-	for i, items := range [][][]json.RawMessage{q.Running, q.Pending} {
-		for _, tuple := range items {
-			id, owner := itemOwner(tuple, key)
-			if id == "" {
-				continue
-			}
-			note(owners, id, owner)
-			if i == 1 {
-				pending[id] = true
-			}
-		}
-	}
-	return owners, pending
 }
 
 // note records owner for id; a second, different owner makes it nobody's.
@@ -380,150 +351,199 @@ func note(owners map[string]string, id, owner string) {
 	owners[id] = owner
 }
 
-// itemOwner is the prompt id of a queue tuple and its verified user (""
-// when its tag does not verify).
-func itemOwner(tuple []json.RawMessage, key []byte) (id, owner string) {
-	if len(tuple) < 2 || json.Unmarshal(tuple[1], &id) != nil {
-		return "", ""
-	}
-	if user, _, ok := taggedItem(tuple, key); ok {
-		return id, user
-	}
-	return id, ""
-}
-
-// RunningOwned is the ids of the running prompts in a GET /queue answer
-// that are user's and no one else's.
-func RunningOwned(raw, key []byte, user string) ([]string, error) {
-	q, err := readQueue(raw)
+// RunningOwned is the ids of the running prompts in a GET /queue answer,
+// read from r, that are user's and no one else's.
+func RunningOwned(r io.Reader, key []byte, user string) ([]string, error) {
+	owners := map[string]string{}
+	var running []string
+	err := ScanQueue(r, key, func(it QueueItem) error {
+		if !it.HasID {
+			return nil
+		}
+		if it.ID != "" {
+			note(owners, it.ID, it.User)
+		}
+		if !it.Pending {
+			running = append(running, it.ID)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	owners, _ := q.owners(key)
 	var out []string
-	for _, tuple := range q.Running {
-		var id string
-		if len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil && owners[id] == user {
+	for _, id := range running {
+		if owners[id] == user {
 			out = append(out, id)
 		}
 	}
 	return out, nil
 }
 
-// HistoryOwners reads ComfyUI's GET /history answer: the verified owner of
-// each entry, by its key. An entry is its user's when its prompt tuple's
-// tag verifies for the key's id.
-func HistoryOwners(raw, key []byte) (map[string]string, error) {
-	ms, err := readObject(raw)
+// HistoryOwners reads ComfyUI's GET /history answer from r, streamed: the
+// verified owner of each entry, by its key. An entry is its user's when
+// its prompt tuple's tag verifies for the key's id.
+func HistoryOwners(r io.Reader, key []byte) (map[string]string, error) {
+	owners := map[string]string{}
+	err := ScanHistory(r, key, func(it HistoryItem) error {
+		note(owners, it.ID, it.User)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	return historyOwners(ms, key), nil
+	return owners, nil
 }
 
-// historyOwners is HistoryOwners of an answer already read.
-func historyOwners(ms []member, key []byte) map[string]string {
-	owners := map[string]string{}
-	for _, m := range ms {
-		note(owners, m.key, historyOwner(m.key, m.val, key))
-	}
-	return owners
-}
-
-// historyOwner is the verified user of the history entry id, "" if none.
-func historyOwner(id string, entry json.RawMessage, key []byte) string {
-	var e struct {
-		Prompt []json.RawMessage `json:"prompt"`
-	}
-	if json.Unmarshal(entry, &e) != nil {
-		return ""
-	}
-	pid, owner := itemOwner(e.Prompt, key)
-	if pid != id {
-		return ""
-	}
-	return owner
-}
-
-// serveOwnView passes GET /queue, /history or /history/{id} to ComfyUI
-// and shows the caller only their own prompts' details.
-func (o OwnPromptsOptions) serveOwnView(w http.ResponseWriter, r *http.Request, next http.Handler, user string, queue bool) {
-	r2 := r.Clone(r.Context())
-	r2.Header.Del("Accept-Encoding")
-	rec := &holdWriter{header: http.Header{}, status: http.StatusOK, max: MaxOwnAnswerBytes}
-	next.ServeHTTP(rec, r2)
-	if rec.status != http.StatusOK {
-		rec.replay(w, rec.buf.Bytes())
-		return
-	}
-	var out []byte
-	var err error
-	switch {
-	case rec.overflow:
-		err = fmt.Errorf("the answer is over %d MiB", MaxOwnAnswerBytes>>20)
-	case rec.header.Get("Content-Encoding") != "" && rec.header.Get("Content-Encoding") != "identity":
-		err = errors.New("the answer is encoded with " + rec.header.Get("Content-Encoding"))
-	case queue:
-		out, err = OwnQueueView(rec.buf.Bytes(), o.Key, user)
-	default:
-		var own []PromptOutputs
-		out, own, err = ownHistoryView(rec.buf.Bytes(), o.Key, user)
-		if o.Outputs != nil {
-			o.Outputs.Learn(own)
+// serveOwnView answers GET /queue, /history or /history/{id} itself,
+// showing the caller only their own prompts' details. ComfyUI's answer is
+// read twice, each time streamed: once for who owns which prompt id, once
+// to write the view, keeping only the caller's own items, up to
+// o.MaxOwnView bytes together (403 own_prompts_too_large beyond, for this
+// caller alone). An item whose id was not the caller's in the first read
+// is never kept; one that was is kept only if its tag still verifies for
+// the caller in the second. Of the client's query, ComfyUI gets max_items
+// and offset, the only parameters its history reads.
+func (o OwnPromptsOptions) serveOwnView(w http.ResponseWriter, r *http.Request, user string, queue bool) {
+	target := "/queue"
+	if !queue {
+		target = r.URL.EscapedPath()
+		q := url.Values{}
+		for _, name := range []string{"max_items", "offset"} {
+			if v, ok := r.URL.Query()[name]; ok {
+				q[name] = v
+			}
 		}
+		if len(q) > 0 {
+			target += "?" + q.Encode()
+		}
+	}
+	var owners map[string]string
+	err := o.read(r.Context(), target, func(answer io.Reader) (err error) {
+		if queue {
+			owners, _, err = QueueOwners(answer, o.Key)
+		} else {
+			owners, err = HistoryOwners(answer, o.Key)
+		}
+		return err
+	})
+	var out []byte
+	if err == nil {
+		err = o.read(r.Context(), target, func(answer io.Reader) (err error) {
+			if queue {
+				out, err = OwnQueueView(answer, owners, o.Key, user, o.MaxOwnView)
+				return err
+			}
+			var own []PromptOutputs
+			out, own, err = ownHistoryView(answer, owners, o.Key, user, o.MaxOwnView)
+			if err == nil && o.Outputs != nil {
+				o.Outputs.Learn(own)
+			}
+			return err
+		})
+	}
+	if errors.Is(err, ErrOwnViewTooLarge) {
+		what, next := "queue", "delete some of them (POST /queue {\"delete\": [ids]}), or wait until they have run"
+		if !queue {
+			what, next = "history", "ask for fewer entries with ?max_items=, or delete some (POST /history {\"delete\": [ids]})"
+		}
+		InfoFrom(r).Reason = "own prompts: the caller's own " + what + " is over the view's bound"
+		Refuse(w, r, http.StatusForbidden, CodeOwnPromptsTooLarge, "Your prompts are too large to show.",
+			fmt.Sprintf("%s's own prompts in ComfyUI's %s are over %d MiB together, more than the gateway shows at once (other users' views are not affected); %s", whose(user), what, o.MaxOwnView>>20, next))
+		return
 	}
 	if err != nil {
 		o.Failed(w, r, err)
 		return
 	}
-	rec.header.Set("Content-Length", strconv.Itoa(len(out)))
-	rec.replay(w, out)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
 }
 
-// OwnQueueView rewrites a GET /queue answer for user: their items as they
-// are; every other item keeps its number and place, with an opaque id
-// ("hidden-" and an HMAC of its id) and an empty prompt, extra_data and
-// outputs. Members of the answer other than the two lists are dropped.
-func OwnQueueView(raw, key []byte, user string) ([]byte, error) {
-	q, err := readQueue(raw)
+// read opens ComfyUI's answer to GET target and passes it to fn, closing
+// it after.
+func (o OwnPromptsOptions) read(ctx context.Context, target string, fn func(io.Reader) error) error {
+	body, err := o.Open(ctx, target)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	return fn(body)
+}
+
+// OwnQueueView writes, from a GET /queue answer read from r, what user
+// sees of it: their items as they are; every other item keeps its number
+// and place, with an opaque id ("hidden-" and an HMAC of its id) and an
+// empty prompt, extra_data and outputs. Members of the answer other than
+// the two lists are dropped. An item is user's when owners (QueueOwners of
+// an earlier read) says its id is and its own tag verifies for user; only
+// those are kept whole, up to max bytes together (ErrOwnViewTooLarge
+// beyond), and every other item is read past.
+func OwnQueueView(r io.Reader, owners map[string]string, key []byte, user string, max int) ([]byte, error) {
+	budget := max
+	// The view is assembled once, at its exact size, from pieces: the
+	// caller's items as captured, and placeholders.
+	var lists [2][][]byte
+	size := 0
+	err := scanQueue(r, key, queueScan{
+		capture: func(it *QueueItem) bool { return owners[it.ID] == user },
+		budget:  &budget,
+	}, func(it QueueItem) error {
+		l := &lists[btoi(it.Pending)]
+		open := "["
+		if it.Index > 0 {
+			open = ",["
+		}
+		if it.Raw == nil || !it.Tagged || it.User != user || owners[it.ID] != user {
+			number := json.RawMessage("0")
+			if it.Members > 0 && it.Number != nil {
+				number = it.Number
+			}
+			id := ""
+			if it.HasID {
+				id = it.ID
+			}
+			hidden, _ := json.Marshal(hiddenID(key, queueLists[btoi(it.Pending)], it.Index, id))
+			p := slices.Concat([]byte(open), number, []byte(","), hidden, []byte(",{},{},[]]"))
+			*l = append(*l, p)
+			size += len(p)
+			return nil
+		}
+		*l = append(*l, []byte(open))
+		for k, m := range it.Raw {
+			if k > 0 {
+				*l = append(*l, []byte(","))
+			}
+			*l = append(*l, m)
+			size += len(m) + 1
+		}
+		*l = append(*l, []byte("]"))
+		size += len(open) + 1
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	owners, _ := q.owners(key)
-	var b bytes.Buffer
-	b.Grow(len(raw))
-	for n, list := range []struct {
-		name  string
-		items [][]json.RawMessage
-	}{{"queue_running", q.Running}, {"queue_pending", q.Pending}} {
-		b.WriteString([]string{`{"`, `,"`}[n] + list.name + `":[`)
-		for j, tuple := range list.items {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			var id string
-			owned := len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil && owners[id] == user
-			if !owned {
-				number := json.RawMessage("0")
-				if len(tuple) > 0 {
-					number = tuple[0]
-				}
-				hidden, _ := json.Marshal(hiddenID(key, list.name, j, id))
-				tuple = []json.RawMessage{number, hidden, json.RawMessage("{}"), json.RawMessage("{}"), json.RawMessage("[]")}
-			}
-			b.WriteByte('[')
-			for k, m := range tuple {
-				if k > 0 {
-					b.WriteByte(',')
-				}
-				b.Write(m)
-			}
-			b.WriteByte(']')
-		}
-		b.WriteByte(']')
+	out := make([]byte, 0, size+40)
+	out = append(out, `{"queue_running":[`...)
+	for _, p := range lists[0] {
+		out = append(out, p...)
 	}
-	b.WriteByte('}')
-	return b.Bytes(), nil
+	out = append(out, `],"queue_pending":[`...)
+	for _, p := range lists[1] {
+		out = append(out, p...)
+	}
+	return append(out, `]}`...), nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // hiddenID stands for another user's prompt id: stable for one id, so the
@@ -539,29 +559,35 @@ func hiddenID(key []byte, list string, pos int, id string) string {
 	return "hidden-" + hex.EncodeToString(m.Sum(nil)[:8])
 }
 
-// OwnHistoryView keeps, of a GET /history or /history/{id} answer, the
-// entries that are user's.
-func OwnHistoryView(raw, key []byte, user string) ([]byte, error) {
-	out, _, err := ownHistoryView(raw, key, user)
+// OwnHistoryView keeps, of a GET /history or /history/{id} answer read
+// from r, the entries that are user's: owners (HistoryOwners of an
+// earlier read) says so and the entry's own tag verifies for user. Only
+// those are kept, up to max bytes together (ErrOwnViewTooLarge beyond);
+// every other entry is read past.
+func OwnHistoryView(r io.Reader, owners map[string]string, key []byte, user string, max int) ([]byte, error) {
+	out, _, err := ownHistoryView(r, owners, key, user, max)
 	return out, err
 }
 
 // ownHistoryView is OwnHistoryView, with the files the kept entries'
 // outputs list: the gateway learns whose they are from the history views
 // the frontend asks for anyway.
-func ownHistoryView(raw, key []byte, user string) ([]byte, []PromptOutputs, error) {
-	ms, err := readObject(raw)
+func ownHistoryView(r io.Reader, owners map[string]string, key []byte, user string, max int) ([]byte, []PromptOutputs, error) {
+	budget := max
+	var kept []member
+	var own []PromptOutputs
+	err := scanHistory(r, key, historyScan{
+		capture: func(id string) bool { return owners[id] == user },
+		budget:  &budget,
+	}, func(it HistoryItem) error {
+		if it.Raw != nil && it.Tagged && it.User == user {
+			kept = append(kept, member{it.ID, it.Raw})
+			own = append(own, PromptOutputs{Owner: user, Files: it.Files})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	owners := historyOwners(ms, key)
-	kept := ms[:0]
-	var own []PromptOutputs
-	for _, m := range ms {
-		if owners[m.key] == user {
-			kept = append(kept, m)
-			own = append(own, PromptOutputs{Owner: user, Files: entryFiles(m.val)})
-		}
 	}
 	return writeObject(kept), own, nil
 }
@@ -585,20 +611,21 @@ func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, n
 	}
 	id := ChosenPromptID(body)
 	if id != "" {
-		raw, err := o.Queue(r.Context())
 		var owners map[string]string
-		if err == nil {
-			owners, _, err = QueueOwners(raw, o.Key)
-		}
+		err := o.read(r.Context(), "/queue", func(answer io.Reader) (err error) {
+			owners, _, err = QueueOwners(answer, o.Key)
+			return err
+		})
 		if err != nil {
 			o.Failed(w, r, err)
 			return
 		}
 		owner, queued := owners[id]
 		if !queued || owner == user {
-			if raw, err = o.History(r.Context()); err == nil {
-				owners, err = HistoryOwners(raw, o.Key)
-			}
+			err = o.read(r.Context(), "/history", func(answer io.Reader) (err error) {
+				owners, err = HistoryOwners(answer, o.Key)
+				return err
+			})
 			if err != nil {
 				o.Failed(w, r, err)
 				return

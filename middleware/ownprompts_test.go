@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -33,7 +34,7 @@ func taggedQueue(t testing.TB, key []byte, users ...string) (raw []byte, ids []s
 func TestOwnQueueViewShowsOnlyTheCallersItems(t *testing.T) {
 	key := []byte("k")
 	raw, ids := taggedQueue(t, key, "bob", "alice", "bob")
-	out, err := OwnQueueView(raw, key, "alice")
+	out, err := queueViewOf(raw, key, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func FuzzOwnQueueView(f *testing.F) {
 	f.Add(raw)
 	f.Add([]byte(`{"queue_running":[],"queue_pending":[[1],[],[1,2,3,4,5,6]]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, err := OwnQueueView(raw, []byte("fuzz key"), "alice")
+		out, err := queueViewOf(raw, []byte("fuzz key"), "alice")
 		if err != nil {
 			return
 		}
@@ -119,7 +120,7 @@ func FuzzOwnHistoryView(f *testing.F) {
 	f.Add([]byte(`{"p":{"prompt":[1,"p",{},{"comfyui_auth":{"user":"alice","mac":"00"}},[]],"outputs":{}}}`))
 	f.Add([]byte(`{"p":{"prompt":[]},"q":1}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, err := OwnHistoryView(raw, []byte("fuzz key"), "alice")
+		out, err := historyViewOf(raw, []byte("fuzz key"), "alice")
 		if err == nil && string(out) != "{}" {
 			t.Fatalf("entries shown: %s", out)
 		}
@@ -154,8 +155,27 @@ func BenchmarkOwnQueueView(b *testing.B) {
 	b.SetBytes(int64(len(raw)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := OwnQueueView(raw, key, "usera"); err != nil {
+		if _, err := queueViewOf(raw, key, "usera"); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// queueViewOf is what user sees of the queue raw: its owners read once,
+// then the view written from a second read, as serveOwnView does.
+func queueViewOf(raw, key []byte, user string) ([]byte, error) {
+	owners, _, err := QueueOwners(bytes.NewReader(raw), key)
+	if err != nil {
+		return nil, err
+	}
+	return OwnQueueView(bytes.NewReader(raw), owners, key, user, MaxOwnViewBytes)
+}
+
+// historyViewOf is queueViewOf for the history.
+func historyViewOf(raw, key []byte, user string) ([]byte, error) {
+	owners, err := HistoryOwners(bytes.NewReader(raw), key)
+	if err != nil {
+		return nil, err
+	}
+	return OwnHistoryView(bytes.NewReader(raw), owners, key, user, MaxOwnViewBytes)
 }

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +18,12 @@ import (
 // MaxPromptBytes bounds a POST /prompt body the queue share reads whole to
 // tag it. ComfyUI prompts with their layout are a few MB at most.
 const MaxPromptBytes = 32 << 20
+
+// MaxPromptIDBytes bounds a prompt_id a client chooses. The queue and
+// history readers read an id of at most maxScannedValue bytes as ComfyUI
+// writes it, \u escapes and all; a longer one would be an id they cannot
+// read, so its prompt would count for no one and be no one's.
+const MaxPromptIDBytes = 256
 
 // QueueTagKey is the extra_data key under which the gateway tags each
 // prompt with its user: {"user": NAME, "mac": HMAC}. ComfyUI keeps
@@ -34,8 +39,9 @@ type QueueShareOptions struct {
 	// Key keys the tags' HMAC. It must outlive the gateway's process for
 	// prompts queued before a restart to count after it.
 	Key []byte
-	// Queue returns ComfyUI's GET /queue answer.
-	Queue func(ctx context.Context) ([]byte, error)
+	// Queue opens ComfyUI's GET /queue answer, which QueueShare streams
+	// and closes.
+	Queue func(ctx context.Context) (io.ReadCloser, error)
 	// QueueFailed answers a prompt whose user's count could not be made:
 	// Queue failed, or its answer is not ComfyUI's queue.
 	QueueFailed func(w http.ResponseWriter, r *http.Request, err error)
@@ -101,19 +107,21 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 				return
 			}
 			defer unlock()
-			raw, err := o.Queue(r.Context())
+			queue, err := o.Queue(r.Context())
 			if err != nil {
 				o.QueueFailed(w, r, err)
 				return
 			}
-			counts, inQueue, err := countQueued(raw, o.Key)
+			id := ChosenPromptID(body)
+			counts, inQueue, err := countQueued(queue, o.Key, id)
+			queue.Close()
 			if err != nil {
 				o.QueueFailed(w, r, fmt.Errorf("GET /queue is not ComfyUI's queue: %w", err))
 				return
 			}
 			// The count is of distinct prompt ids, so a second prompt under
 			// an id already queued would not count: one id, one prompt.
-			if id := ChosenPromptID(body); id != "" && inQueue[id] {
+			if inQueue {
 				info.Reason = "queue share: prompt_id already queued"
 				Refuse(w, r, http.StatusConflict, CodePromptIDTaken, "The prompt id is taken.",
 					"prompt_id "+strconv.Quote(id)+" is already in ComfyUI's queue, and a second prompt under it would escape the queue share (--max-queued-prompts); leave prompt_id out to get a new one, or choose a new UUID")
@@ -192,6 +200,9 @@ func TagPrompt(body, key []byte, user string) ([]byte, error) {
 			kept = append(kept, m)
 		}
 	}
+	if len(promptID) > MaxPromptIDBytes {
+		return nil, fmt.Errorf("prompt_id is %d bytes; the gateway tags prompt ids of at most %d (ComfyUI's are 36-character UUIDs)", len(promptID), MaxPromptIDBytes)
+	}
 	if promptID == "" {
 		promptID = newPromptID()
 	}
@@ -225,75 +236,39 @@ func newPromptID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// CountQueued reads ComfyUI's GET /queue answer and returns, per user, how
-// many distinct prompt ids in queue_running and queue_pending carry a tag
-// that verifies under key. Untagged items and forged tags count for no one.
-// An answer without both lists is an error.
-func CountQueued(raw, key []byte) (map[string]int, error) {
-	counts, _, err := countQueued(raw, key)
+// CountQueued reads ComfyUI's GET /queue answer from r and returns, per
+// user, how many distinct prompt ids in queue_running and queue_pending
+// carry a tag that verifies under key. Untagged items and forged tags
+// count for no one. An answer without both lists is an error. The answer
+// is streamed (ScanQueue): its memory is the tagged ids, not its size.
+func CountQueued(r io.Reader, key []byte) (map[string]int, error) {
+	counts, _, err := countQueued(r, key, "")
 	return counts, err
 }
 
-// countQueued is CountQueued, with the set of every prompt id in the
-// queue, tagged or not.
-func countQueued(raw, key []byte) (map[string]int, map[string]bool, error) {
-	// One decode of the whole answer: the prompts, most of its bytes, are
-	// scanned twice (validation, then decoding) and never parsed further.
-	var q struct {
-		Running *[][]json.RawMessage `json:"queue_running"`
-		Pending *[][]json.RawMessage `json:"queue_pending"`
-	}
-	if err := json.Unmarshal(raw, &q); err != nil {
-		return nil, nil, err
-	}
-	if q.Running == nil || q.Pending == nil {
-		return nil, nil, errors.New("queue_running or queue_pending is missing")
-	}
-	inQueue := map[string]bool{}
+// countQueued is CountQueued, and whether the prompt id chosen is on any
+// item of the queue, tagged or not ("" is looked for on no item).
+func countQueued(r io.Reader, key []byte, chosen string) (map[string]int, bool, error) {
 	type owned struct{ user, id string }
 	seen := map[owned]bool{}
-	for _, items := range [][][]json.RawMessage{*q.Running, *q.Pending} {
-		for _, tuple := range items {
-			var id string
-			if len(tuple) > 1 && json.Unmarshal(tuple[1], &id) == nil {
-				inQueue[id] = true
-			}
-			if user, id, ok := taggedItem(tuple, key); ok {
-				seen[owned{user, id}] = true
-			}
+	inQueue := false
+	err := ScanQueue(r, key, func(it QueueItem) error {
+		if it.HasID && chosen != "" && it.ID == chosen {
+			inQueue = true
 		}
+		if it.Tagged {
+			seen[owned{it.User, it.ID}] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
 	}
 	counts := map[string]int{}
 	for o := range seen {
 		counts[o.user]++
 	}
 	return counts, inQueue, nil
-}
-
-// taggedItem reads one (number, prompt_id, prompt, extra_data, outputs)
-// tuple and returns its user when its tag verifies.
-func taggedItem(tuple []json.RawMessage, key []byte) (user, promptID string, ok bool) {
-	if len(tuple) < 4 {
-		return "", "", false
-	}
-	if json.Unmarshal(tuple[1], &promptID) != nil {
-		return "", "", false
-	}
-	extra, err := readObject(tuple[3])
-	if err != nil {
-		return "", "", false
-	}
-	var tag queueTag
-	found := false
-	for _, m := range extra {
-		if m.key == QueueTagKey {
-			found = json.Unmarshal(m.val, &tag) == nil
-		}
-	}
-	if !found || !hmac.Equal([]byte(tag.MAC), []byte(queueMAC(key, tag.User, promptID))) {
-		return "", "", false
-	}
-	return tag.User, promptID, true
 }
 
 // userLocks serialises each user's prompts, one lock per user held only

@@ -1,9 +1,11 @@
 package middleware
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,7 +41,9 @@ func TestQueueShareAnswersWithoutPassingOn(t *testing.T) {
 			passed := false
 			next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { passed = true })
 			h := QueueShare(QueueShareOptions{Max: 1, Key: key,
-				Queue: func(context.Context) ([]byte, error) { return []byte(tt.queue), tt.queueErr },
+				Queue: func(context.Context) (io.ReadCloser, error) {
+					return io.NopCloser(strings.NewReader(tt.queue)), tt.queueErr
+				},
 				QueueFailed: func(w http.ResponseWriter, r *http.Request, err error) {
 					Refuse(w, r, http.StatusBadGateway, CodeQueueUnchecked, "x", err.Error())
 				},
@@ -107,7 +111,7 @@ func FuzzTagPrompt(f *testing.F) {
 			t.Fatalf("prompt_id %s", m["prompt_id"])
 		}
 		queue := `{"queue_running":[[0,` + string(m["prompt_id"]) + `,{},` + string(m["extra_data"]) + `,[]]],"queue_pending":[]}`
-		counts, err := CountQueued([]byte(queue), key)
+		counts, err := CountQueued(strings.NewReader(queue), key)
 		if err != nil || counts[user] != 1 || len(counts) != 1 {
 			t.Fatalf("counts %v, %v for %s", counts, err, queue)
 		}
@@ -120,7 +124,7 @@ func FuzzCountQueued(f *testing.F) {
 	f.Add([]byte(`{"queue_running":[],"queue_pending":[]}`))
 	f.Add([]byte(`{"queue_running":[[1,"p",{},{"comfyui_auth":{"user":"a","mac":"00"}},[]]],"queue_pending":[[1]]}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		counts, err := CountQueued(raw, []byte("fuzz key"))
+		counts, err := CountQueued(bytes.NewReader(raw), []byte("fuzz key"))
 		if err == nil && len(counts) > 0 {
 			t.Fatalf("counted unverifiable tags: %v", counts)
 		}
@@ -135,7 +139,7 @@ func BenchmarkCountQueued(b *testing.B) {
 	b.SetBytes(int64(len(raw)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := CountQueued(raw, key); err != nil {
+		if _, err := CountQueued(bytes.NewReader(raw), key); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -8,12 +8,13 @@ import (
 )
 
 // WholeReads bounds how many requests the gateway handles at once that may
-// hold a whole body or ComfyUI answer in memory to judge it: POST /prompt
-// (up to MaxPromptBytes), POST /queue, /history and /interrupt, and the
-// GET /queue and /history answers read or rewritten per user (up to
-// MaxOwnAnswerBytes each). Without a bound, one client's few hundred
-// connections asking for a large queue at once would hold that many
-// copies of it. Each user (Info.User; all guests are one) holds one turn
+// hold a large body, or a user's share of a ComfyUI answer, in memory to
+// judge it: POST /prompt (up to MaxPromptBytes), POST /queue, /history
+// and /interrupt, and the GET /queue and /history views written per user
+// (their user's own items, up to MaxOwnViewBytes, with the view written
+// from them). ComfyUI's answers themselves are streamed, not held.
+// Without a bound, one client's few hundred connections asking for a view
+// of their large prompts at once would hold that many copies of them. Each user (Info.User; all guests are one) holds one turn
 // at a time, so one user's flood of such requests waits behind itself and
 // leaves the other turns to everyone else.
 type WholeReads struct {

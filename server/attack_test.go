@@ -97,10 +97,11 @@ func TestOneChosenPromptIDDoesNotMultiplyTheShare(t *testing.T) {
 	}
 }
 
-// TestManyQueueViewsAtOnceAreHeldFewAtATime: each student's GET /queue is
-// held whole (up to 64 MiB) to hide other users' prompts, so one client
-// opening many connections to ask for a large queue together would make
-// the gateway hold that many copies of it. Sixteen views asked at once by
+// TestManyQueueViewsAtOnceAreHeldFewAtATime: each student's GET /queue
+// view holds that student's own items (up to 64 MiB) while other users'
+// are read past, so one client opening many connections to ask for a
+// view of their large prompts together would make the gateway hold that
+// many copies of them. Sixteen views asked at once by
 // one student reach ComfyUI one at a time, the others wait their turn
 // while another student's view passes beside them, and all are answered.
 // (The gateway-wide bound, maxWholeReads, caps the users served at once.)

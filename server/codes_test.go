@@ -340,6 +340,13 @@ func TestEveryRefusalCarriesItsCode(t *testing.T) {
 			}})
 			return g.do(t, "GET", "/queue", nil, "Authorization: Bearer alice:"+c.alice)
 		}},
+		{"own prompts too large", 403, middleware.CodeOwnPromptsTooLarge, func(t *testing.T) *http.Response {
+			defer func(n int) { ownViewBytes = n }(ownViewBytes)
+			ownViewBytes = 1 << 10
+			c := startClass(t, func(cfg *Config) { cfg.MaxQueuedPrompts = 5 })
+			c.post(t, "/prompt", hugePrompt("A", 2<<10), c.alice)
+			return c.do(t, "GET", "/queue", nil, c.alice)
+		}},
 		{"prompt id taken", 409, middleware.CodePromptIDTaken, func(t *testing.T) *http.Response {
 			c := startClass(t, func(cfg *Config) { cfg.MaxQueuedPrompts = 5 })
 			id := c.queue(t, c.alice, "A")

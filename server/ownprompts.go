@@ -23,31 +23,48 @@ func (s *Server) setUpOwnPrompts() {
 		return
 	}
 	client := newUpstreamClient(s.cfg.UpstreamTimeout)
-	queueURL, historyURL := *s.upstream, *s.upstream
-	queueURL.Path, historyURL.Path = "/queue", "/history"
+	base := *s.upstream
+	base.Path, base.RawPath, base.RawQuery, base.Fragment = "", "", "", ""
+	open := func(ctx context.Context, target, why string) (io.ReadCloser, error) {
+		u, err := url.Parse(base.String() + target)
+		if err != nil || !strings.HasPrefix(target, "/") {
+			return nil, fmt.Errorf("GET %q: not a path of ComfyUI's", target)
+		}
+		return openComfyAnswer(ctx, client, u, why)
+	}
+	// The owner index's reads run for every request waiting on them, not
+	// for one, so no client's leaving ends them: each is bound as a whole
+	// by --upstream-timeout instead.
 	timeout := s.cfg.UpstreamTimeout
 	s.outputOwners = middleware.NewOutputOwners(func(ctx context.Context, maxItems int) ([]middleware.PromptOutputs, error) {
-		// The read runs for every request waiting on it, not for one.
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		return readHistoryOutputs(ctx, client, historyURL, s.queueKey, maxItems)
-	}, func(ctx context.Context) (map[string]bool, error) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		raw, err := readComfyAnswer(ctx, client, &queueURL, "to tell who has a prompt running")
+		target := "/history"
+		if maxItems > 0 {
+			target += "?max_items=" + strconv.Itoa(maxItems)
+		}
+		body, err := open(ctx, target, "to tell whose outputs /view serves")
 		if err != nil {
 			return nil, err
 		}
-		return middleware.RunningUsers(raw, s.queueKey)
+		defer body.Close()
+		return middleware.HistoryOutputs(body, s.queueKey)
+	}, func(ctx context.Context) (map[string]bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		body, err := open(ctx, "/queue", "to tell who has a prompt running")
+		if err != nil {
+			return nil, err
+		}
+		defer body.Close()
+		return middleware.RunningUsers(body, s.queueKey)
 	})
 	s.ownPrompts = middleware.OwnPrompts(middleware.OwnPromptsOptions{
-		Key:     s.queueKey,
-		Outputs: s.outputOwners,
-		Queue: func(ctx context.Context) ([]byte, error) {
-			return readComfyAnswer(ctx, client, &queueURL, "to tell the caller's queued prompts from others'")
-		},
-		History: func(ctx context.Context) ([]byte, error) {
-			return readComfyAnswer(ctx, client, &historyURL, "to tell the caller's history from others'")
+		Key:        s.queueKey,
+		MaxOwnView: ownViewBytes,
+		Outputs:    s.outputOwners,
+		Open: func(ctx context.Context, target string) (io.ReadCloser, error) {
+			return open(ctx, target, "to tell the caller's prompts from others'")
 		},
 		Failed: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.refuseUnchecked(w, r, err, uncheckedAnswer{
@@ -59,9 +76,16 @@ func (s *Server) setUpOwnPrompts() {
 	})
 }
 
-// readComfyAnswer is a GET of u (ComfyUI's /queue or /history), read whole
-// up to MaxOwnAnswerBytes; why completes the error sentence.
-func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why string) ([]byte, error) {
+// ownViewBytes bounds the caller's own items a per-user view of the
+// queue or history holds (middleware.MaxOwnViewBytes); tests lower it.
+var ownViewBytes = middleware.MaxOwnViewBytes
+
+// openComfyAnswer is a GET of u (ComfyUI's /queue or /history), whose
+// body the caller streams and closes; why completes the error sentence.
+// Only the response headers are bound in time (--upstream-timeout): a
+// large answer takes as long as ComfyUI takes to send it, and the reader
+// waits as long as the client does.
+func openComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why string) (io.ReadCloser, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err
@@ -70,32 +94,31 @@ func readComfyAnswer(ctx context.Context, client *http.Client, u *url.URL, why s
 	if err != nil {
 		return nil, upstreamCallError(err, why)
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
 		return nil, fmt.Errorf("GET %s answered %d", u.Path, resp.StatusCode)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, middleware.MaxOwnAnswerBytes+1))
-	if err != nil {
-		return nil, upstreamCallError(err, why)
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" && enc != "identity" {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s is encoded with %s", u.Path, enc)
 	}
-	if len(b) > middleware.MaxOwnAnswerBytes {
-		return nil, fmt.Errorf("GET %s is over %d MiB", u.Path, middleware.MaxOwnAnswerBytes>>20)
-	}
-	return b, nil
+	return &answerBody{resp.Body, why}, nil
 }
 
-// readHistoryOutputs is ComfyUI's GET /history (its newest maxItems
-// entries when maxItems > 0), each entry's verified user and output files.
-// It is the one place the /view check reads ComfyUI's history.
-func readHistoryOutputs(ctx context.Context, client *http.Client, u url.URL, key []byte, maxItems int) ([]middleware.PromptOutputs, error) {
-	if maxItems > 0 {
-		u.RawQuery = "max_items=" + strconv.Itoa(maxItems)
+// answerBody reports a read error of ComfyUI's answer as a failed call to
+// ComfyUI (502 upstream_down, 504 upstream_timeout), not as an answer
+// that is not ComfyUI's.
+type answerBody struct {
+	io.ReadCloser
+	why string
+}
+
+func (b *answerBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = upstreamCallError(err, b.why)
 	}
-	raw, err := readComfyAnswer(ctx, client, &u, "to tell whose outputs /view serves")
-	if err != nil {
-		return nil, err
-	}
-	return middleware.HistoryOutputs(raw, key)
+	return n, err
 }
 
 // uncheckedAnswer is what a check that reads ComfyUI's queue or history

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"io"
 	"net/http"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
@@ -12,9 +13,10 @@ import (
 
 // maxWholeReads is how many prompts, queue and history edits and per-user
 // views of the queue and history are handled at once: each may hold a
-// 32 MiB prompt or a 64 MiB answer of ComfyUI's with its decoded copy, so
-// four keep that under about 1 GiB however many clients ask together; the
-// others wait their turn.
+// 32 MiB prompt with its tagged copy, or a view's 64 MiB of its user's own
+// prompts (about 160 MiB with buffer growth and the view written from
+// them), so four keep that under about 1 GiB however many clients ask
+// together; the others wait their turn.
 const maxWholeReads = 4
 
 // queueTagKey derives the queue share's tag key from the session key, so
@@ -53,8 +55,8 @@ func (s *Server) setUpComfyUsers() {
 	s.queueShare = middleware.QueueShare(middleware.QueueShareOptions{
 		Max: s.cfg.MaxQueuedPrompts,
 		Key: s.queueKey,
-		Queue: func(ctx context.Context) ([]byte, error) {
-			return readComfyAnswer(ctx, client, &queueURL, "to count the prompts in its queue")
+		Queue: func(ctx context.Context) (io.ReadCloser, error) {
+			return openComfyAnswer(ctx, client, &queueURL, "to count the prompts in its queue")
 		},
 		QueueFailed: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.refuseUnchecked(w, r, err, uncheckedAnswer{

@@ -253,7 +253,8 @@ func TestSimultaneousPromptsPassOneAtATime(t *testing.T) {
 
 // TestQueueSharePromptRewriting: the client's prompt_id is kept, one is
 // set when missing, other keys keep their bytes, and a body the gateway
-// cannot tag is refused rather than passed on untagged.
+// cannot tag (not an object, or a prompt_id over MaxPromptIDBytes) is
+// refused rather than passed on untagged.
 func TestQueueSharePromptRewriting(t *testing.T) {
 	g := shareGateway(t, 5, false)
 	if st, _ := g.prompt(t, "/prompt", `{"prompt":{"1":{"class_type":"X"}},"prompt_id":"mine","client_id":"c1","extra_data":{"x":"kept"}}`, bearer); st != 200 {
@@ -263,7 +264,10 @@ func TestQueueSharePromptRewriting(t *testing.T) {
 	if it.id != "mine" || string(it.extra["x"]) != `"kept"` || string(it.extra["client_id"]) != `"c1"` || it.extra[middleware.QueueTagKey] == nil {
 		t.Fatalf("ComfyUI got id %q extra %v", it.id, it.extra)
 	}
-	for _, body := range []string{`not json`, `{"prompt":{},"extra_data":"x"}`, `[1]`, `{"a":1} {}`} {
+	// A prompt_id over 256 bytes would be longer than the queue's reader
+	// reads an id, so its prompt would count for no one: refused.
+	longID := `{"prompt":{"1":{"class_type":"X"}},"prompt_id":"` + strings.Repeat("i", middleware.MaxPromptIDBytes+1) + `"}`
+	for _, body := range []string{`not json`, `{"prompt":{},"extra_data":"x"}`, `[1]`, `{"a":1} {}`, longID} {
 		if st, code := g.prompt(t, "/prompt", body, bearer); st != 400 || code != middleware.CodePromptUnreadable {
 			t.Errorf("%s: %d %q, want 400 prompt_unreadable", body, st, code)
 		}
@@ -286,14 +290,14 @@ func TestCountQueued(t *testing.T) {
 	}
 	raw := `{"queue_running":[` + tagged("a", "p1") + `],"queue_pending":[` + tagged("a", "p2") + `,` + tagged("a", "p2") + `,` +
 		tagged("b", "p3") + `,[2,"p4",{},{},[]],[3,"p5",{},{"comfyui_auth":{"user":"b","mac":"x"}},[]]]}`
-	counts, err := middleware.CountQueued([]byte(raw), key)
+	counts, err := middleware.CountQueued(strings.NewReader(raw), key)
 	if err != nil || counts["a"] != 2 || counts["b"] != 1 || len(counts) != 2 {
 		t.Fatalf("%v %v", counts, err)
 	}
-	if c, _ := middleware.CountQueued([]byte(raw), []byte("other key")); len(c) != 0 {
+	if c, _ := middleware.CountQueued(strings.NewReader(raw), []byte("other key")); len(c) != 0 {
 		t.Fatalf("another key's tags counted: %v", c)
 	}
-	if _, err := middleware.CountQueued([]byte(`{"queue_running":[]}`), key); err == nil {
+	if _, err := middleware.CountQueued(strings.NewReader(`{"queue_running":[]}`), key); err == nil {
 		t.Fatal("an answer without queue_pending was read as a queue")
 	}
 }
