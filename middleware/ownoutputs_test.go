@@ -25,6 +25,8 @@ func FuzzViewedFile(f *testing.F) {
 		"filename=bob/ComfyUI_00001_.png",
 		"filename=ComfyUI_00001_.png%20%5Boutput%5D&type=input",
 		"filename=ComfyUI_00001_.png%E2%82%AC[temp]&type=input",
+		"filename=ComfyUI_00001_.png%20%5Boutput%5D%20%5Binput%5D",
+		"filename=x%2FComfyUI_00001_.png%20%5Boutput%5D%2F&type=input",
 		"type=input;type=output&filename=ComfyUI_00001_.png",
 		"filename=x.png&preview=webp;90&channel=rgb&rand=0.1",
 		"filename=a&filename=b&subfolder=./x/&subfolder=y",
