@@ -1,7 +1,12 @@
 package server
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"mime/multipart"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/comfyui-auth/comfyui-auth/middleware"
@@ -37,5 +42,83 @@ func TestViewSecondAnnotationDoesNotReachAnotherUsersOutput(t *testing.T) {
 				t.Errorf("bob: GET %s%s: %d %s %.40q, want 404 %s", p, q, st, code, body, middleware.CodeNotYourOutput)
 			}
 		}
+	}
+}
+
+// maskForm is the mask editor's POST /upload/mask form: the mask image,
+// then original_ref (the image it edits), type and subfolder.
+func maskForm(t *testing.T, originalRef string) (body []byte, contentType string) {
+	t.Helper()
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	fw, err := mw.CreateFormFile("image", "clipspace-mask-1.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write(pngMagic)
+	for _, kv := range [][2]string{{"original_ref", originalRef}, {"type", "input"}, {"subfolder", "clipspace"}} {
+		if err := mw.WriteField(kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mw.Close()
+	return b.Bytes(), mw.FormDataContentType()
+}
+
+// uploadMask posts a mask form as who and returns the status, the
+// refusal code and ComfyUI's answer.
+func (c class) uploadMask(t *testing.T, who, originalRef string) (int, middleware.RefusalCode, string) {
+	t.Helper()
+	body, ct := maskForm(t, originalRef)
+	resp := c.do(t, "POST", "/api/upload/mask", body, who, "Content-Type: "+ct, "Origin: "+c.URL)
+	b, _ := io.ReadAll(resp.Body)
+	var code middleware.RefusalCode
+	if resp.StatusCode >= 400 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		code = refusalCode(t, "application/json", b)
+	}
+	return resp.StatusCode, code, string(b)
+}
+
+// TestMaskUploadDoesNotCopyAnotherUsersOutput: ComfyUI's POST
+// /upload/mask reads the image its original_ref names (output by
+// default) and saves it, with the mask's alpha and its PNG text (the
+// prompt and workflow), as a new input file, which every user views. Bob
+// naming alice's output there is refused 403 not_your_file and ComfyUI
+// saves nothing; his own output, and an input file, are masked as before.
+func TestMaskUploadDoesNotCopyAnotherUsersOutput(t *testing.T) {
+	c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+	a1 := c.queueImage(t, c.alice, "alice/pic")
+	b1 := c.queueImage(t, c.bob, "bob/pic")
+	c.runAll(t, a1, b1)
+	aSub, bSub := c.outputsOf(t, a1)[0], c.outputsOf(t, b1)[0]
+	ref := func(f outputFile) string {
+		b, _ := json.Marshal(map[string]string{"filename": f.Filename, "subfolder": f.Subfolder, "type": f.Type})
+		return string(b)
+	}
+	for _, r := range []string{
+		ref(aSub),
+		`{"filename":"` + aSub.Filename + `","subfolder":"alice"}`,
+		`{"filename":"alice/` + aSub.Filename + `"}`,
+		`{"filename":"alice/` + aSub.Filename + ` [output]","type":"input"}`,
+		`{"filename":"` + aSub.Filename + `","subfolder":"bob/../alice","type":"output"}`,
+		`{"filename":"x","filename":"` + aSub.Filename + `","subfolder":"alice"}`,
+		`{"filename":"alice\/` + aSub.Filename + `"}`,
+	} {
+		before := len(c.Fake.Uploads())
+		st, code, body := c.uploadMask(t, c.bob, r)
+		if st != 403 || code != middleware.CodeNotYourFile {
+			t.Errorf("bob masks alice's output with original_ref %s: %d %s %.80q, want 403 %s", r, st, code, body, middleware.CodeNotYourFile)
+		}
+		if n := len(c.Fake.Uploads()); n != before {
+			t.Errorf("original_ref %s: ComfyUI saved %d files: %+v", r, n-before, c.Fake.Uploads()[before:])
+		}
+	}
+	for _, r := range []string{ref(bSub), `{"filename":"size-10.png","type":"input"}`} {
+		if st, code, body := c.uploadMask(t, c.bob, r); st != 200 {
+			t.Errorf("bob masks with original_ref %s: %d %s %.80q, want 200", r, st, code, body)
+		}
+	}
+	if st, code, body := c.uploadMask(t, c.operator, ref(aSub)); st != 200 {
+		t.Errorf("the operator masks alice's output: %d %s %.80q, want 200", st, code, body)
 	}
 }
