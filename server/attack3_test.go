@@ -122,3 +122,60 @@ func TestMaskUploadDoesNotCopyAnotherUsersOutput(t *testing.T) {
 		t.Errorf("the operator masks alice's output: %d %s %.80q, want 200", st, code, body)
 	}
 }
+
+// TestPromptCannotListAnotherUsersOutputAsItsOwn: ComfyUI's Preview3D
+// node echoes its camera_info input, an object the prompt gives as it
+// likes, into its history entry's outputs. A camera_info shaped as an
+// output item ({"filename", "subfolder", "type"}) would make bob's entry
+// list alice's file: alice could no longer view it (two users' entries
+// list it), and once her entry has left the history (deleted, or ComfyUI
+// restarted) bob would view it as his own. Such a prompt of bob's is
+// refused 403 not_your_file; naming his own output is allowed.
+func TestPromptCannotListAnotherUsersOutputAsItsOwn(t *testing.T) {
+	c := startClass(t, func(cfg *Config) { cfg.ComfyMultiUser = true })
+	a1 := c.queueImage(t, c.alice, "alice/pic")
+	b1 := c.queueImage(t, c.bob, "bob/pic")
+	c.runAll(t, a1, b1)
+	aSub, bSub := c.outputsOf(t, a1)[0], c.outputsOf(t, b1)[0]
+	claim := func(camera string) string {
+		return `{"prompt":{"1":{"class_type":"Preview3D","inputs":{"model_file":"x.glb","camera_info":` + camera + `}}}}`
+	}
+	item := func(f outputFile) string {
+		b, _ := json.Marshal(f)
+		return strings.ToLower(string(b))
+	}
+	var queued []string
+	for _, camera := range []string{
+		`{"filename":"` + aSub.Filename + `","subfolder":"alice","type":"output"}`,
+		`{"__value__":[{"filename":"` + aSub.Filename + `","subfolder":"alice"}]}`,
+		`{"filename":"` + bSub.Filename + `","FILENAME":"` + aSub.Filename + `","subfolder":"alice","Subfolder":"alice"}`,
+		`{"position":{"x":1},"target":[{"filename":"alice/` + aSub.Filename + `"}]}`,
+	} {
+		st, body := c.post(t, "/prompt", claim(camera), c.bob)
+		if st != 403 || !strings.Contains(body, string(middleware.CodeNotYourFile)) {
+			t.Errorf("bob's Preview3D with camera_info %s: %d %.120q, want 403 %s", camera, st, body, middleware.CodeNotYourFile)
+			if st == 200 {
+				queued = append(queued, promptID(t, body))
+			}
+		}
+	}
+	c.runAll(t, queued...)
+	if st, code, _ := c.view(t, "GET", "/view?"+aSub.query(), c.alice); st != 200 {
+		t.Errorf("alice views her output after bob's claims: %d %s, want 200", st, code)
+	}
+	if st, b := c.post(t, "/history", `{"delete":["`+a1+`"]}`, c.alice); st != 200 {
+		t.Fatalf("alice deletes her history entry: %d %s", st, b)
+	}
+	// A miss makes the gateway read the whole history, which replaces
+	// its index: the file is then listed by bob's entries alone.
+	if st, code, _ := c.view(t, "GET", "/view?filename=none-such.png", c.bob); st != 404 {
+		t.Errorf("bob views a file nobody made: %d %s, want 404", st, code)
+	}
+	if st, _, body := c.view(t, "GET", "/view?"+aSub.query(), c.bob); st == 200 {
+		t.Errorf("bob views alice's output once her entry is gone: %d %.40q", st, body)
+	}
+	// His own output, in the same shape: allowed.
+	if st, body := c.post(t, "/prompt", claim(item(bSub)), c.bob); st != 200 {
+		t.Errorf("bob's Preview3D naming his own output: %d %.120q, want 200", st, body)
+	}
+}
