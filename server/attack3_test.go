@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/url"
@@ -177,5 +178,33 @@ func TestPromptCannotListAnotherUsersOutputAsItsOwn(t *testing.T) {
 	// His own output, in the same shape: allowed.
 	if st, body := c.post(t, "/prompt", claim(item(bSub)), c.bob); st != 200 {
 		t.Errorf("bob's Preview3D naming his own output: %d %.120q, want 200", st, body)
+	}
+}
+
+// TestEscapedOrRepeatedPromptIDIsStillTaken: bob's prompt naming alice's
+// prompt id in JSON spellings ComfyUI's json module reads as that id (every
+// character \u-escaped, the key escaped, the id repeated after another) is
+// refused 409 prompt_id_taken, as the plain id is.
+func TestEscapedOrRepeatedPromptIDIsStillTaken(t *testing.T) {
+	c := startClass(t, func(cfg *Config) { cfg.MaxQueuedPrompts = 10 })
+	a1 := c.queue(t, c.alice, "A")
+	var esc strings.Builder
+	for _, r := range a1 {
+		fmt.Fprintf(&esc, `\u%04x`, r)
+	}
+	node := `"prompt":{"1":{"class_type":"B","inputs":{}}}`
+	for _, body := range []string{
+		`{` + node + `,"prompt_id":"` + a1 + `"}`,
+		`{` + node + `,"prompt_id":"` + esc.String() + `"}`,
+		`{` + node + `,"prompt_\u0069d":"` + a1 + `"}`,
+		`{` + node + `,"prompt_id":"fresh-id","prompt_id":"` + a1 + `"}`,
+	} {
+		st, b := c.post(t, "/prompt", body, c.bob)
+		if st != 409 || !strings.Contains(b, string(middleware.CodePromptIDTaken)) {
+			t.Errorf("bob's prompt %s: %d %.120q, want 409 %s", body, st, b, middleware.CodePromptIDTaken)
+		}
+	}
+	if got := ids(t, c.gateway); len(got) != 1 || got[0] != a1 {
+		t.Errorf("queue %v, want alice's prompt alone", got)
 	}
 }
