@@ -85,7 +85,8 @@ const (
 	// CodePromptUnreadable (400): a prompt the gateway must tag (queue
 	// share) is not a JSON object with an object extra_data, or a POST
 	// /queue or /history body it must read (OwnPrompts) is not a JSON
-	// object with a list `delete`.
+	// object with a list `delete`, or a mask upload's form or original_ref
+	// it must check cannot be read.
 	CodePromptUnreadable RefusalCode = "prompt_unreadable"
 	// CodePromptTooLarge (413): a prompt the gateway must tag is over
 	// MaxPromptBytes, or a POST /queue, /history or /interrupt body it
@@ -112,7 +113,8 @@ const (
 	// CodeNotYourFile (403): a named user's or guest's prompt names, in
 	// a string input, an output or temp file that is not theirs
 	// ("name.png [output]"), or gives one of ComfyUI's core loaders a path
-	// leaving its input folder.
+	// leaving its input folder; or a mask upload's original_ref names
+	// another user's output or temp file.
 	CodeNotYourFile RefusalCode = "not_your_file"
 	// CodeUserRegistry (502): the user could not be found in or added to
 	// ComfyUI's user registry (--comfy-multi-user), so the request was

@@ -25,7 +25,9 @@ type OutputFile struct{ Type, Subfolder, Filename string }
 // element counts. ok is false when ComfyUI would serve no file: no or an
 // empty filename, one starting with "/" or holding "..", an unknown type,
 // a subfolder outside the directory; and, since ComfyUI could decode them
-// differently, names that are not UTF-8 or hold a NUL.
+// differently, names that are not UTF-8 or hold a NUL; and a name whose
+// last element still ends in an annotation, which ComfyUI would cut again
+// from the forwarded filename.
 func ViewedFile(q url.Values) (f OutputFile, ok bool) {
 	if !q.Has("filename") {
 		return f, false
@@ -56,10 +58,18 @@ func ViewedFile(q url.Values) (f OutputFile, ok bool) {
 		return f, false
 	}
 	f.Subfolder, f.Filename = sub, path.Base(name)
-	if !plainName(f.Subfolder) || !plainName(f.Filename) {
+	if !plainName(f.Subfolder) || !plainName(f.Filename) || annotated(f.Filename) {
 		return f, false
 	}
 	return f, true
+}
+
+// annotated reports whether name ends in an annotation ComfyUI would cut
+// off: a filename forwarded with one would be read in another directory
+// than the one the gateway checked ("x.png [output] [input]" is checked
+// as the input file "x.png [output]", which ComfyUI serves from output).
+func annotated(name string) bool {
+	return strings.HasSuffix(name, "[output]") || strings.HasSuffix(name, "[input]") || strings.HasSuffix(name, "[temp]")
 }
 
 // cleanSubfolder is a subfolder as os.path.abspath leaves it relative to

@@ -3,6 +3,7 @@ package middleware
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -25,6 +26,8 @@ func FuzzViewedFile(f *testing.F) {
 		"filename=bob/ComfyUI_00001_.png",
 		"filename=ComfyUI_00001_.png%20%5Boutput%5D&type=input",
 		"filename=ComfyUI_00001_.png%E2%82%AC[temp]&type=input",
+		"filename=ComfyUI_00001_.png%20%5Boutput%5D%20%5Binput%5D",
+		"filename=x%2FComfyUI_00001_.png%20%5Boutput%5D%2F&type=input",
 		"type=input;type=output&filename=ComfyUI_00001_.png",
 		"filename=x.png&preview=webp;90&channel=rgb&rand=0.1",
 		"filename=a&filename=b&subfolder=./x/&subfolder=y",
@@ -160,8 +163,38 @@ func FuzzPromptFiles(f *testing.F) {
 	f.Add([]byte(`{"prompt":{"1":{"class_type":"LoadImage","inputs":{"image":"../output/x.png","mask":["2",0]}}},"prompt":{}}`))
 	f.Add([]byte(`{"prompt":{"1":{"inputs":{"text":"a cat in /tmp/ and ../","a":"/abs.png","b":"x[temp]","c":"€[output]"}}}}`))
 	f.Add([]byte(`{"prompt":{"1":{"class_type":"Load3D","inputs":{"image":{"image":"/etc/x.png","mask":"m.png [temp]"}}}}}`))
+	f.Add([]byte(`{"prompt":{"1":{"class_type":"Preview3D","inputs":{"camera_info":{"filename":"pic_00001_.png","subfolder":"alice"}}}}}`))
+	f.Add([]byte(`{"prompt":{"1":{"inputs":{"c":{"filename":"a.png","FileName":"b.png"},"d":{"__value__":[{"filename":"x/y.png","type":"temp"}]}}}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		pf := ReadPromptFiles(body)
+		// A node that echoes each input into its UI output, as Preview3D
+		// does camera_info, makes the history list what the history reader
+		// finds there: each such file must be among the checked ones.
+		var prompt struct {
+			Prompt map[string]struct {
+				Inputs map[string]json.RawMessage `json:"inputs"`
+			} `json:"prompt"`
+		}
+		if !pf.Ambiguous && json.Unmarshal(body, &prompt) == nil {
+			refs := map[OutputFile]bool{}
+			for _, r := range pf.Refs {
+				refs[r] = true
+			}
+			for _, n := range prompt.Prompt {
+				for _, raw := range n.Inputs {
+					h := `{"p":{"outputs":{"1":{"result":["x",` + string(raw) + `]}}}}`
+					entries, err := HistoryOutputs(strings.NewReader(h), []byte("k"))
+					if err != nil || len(entries) != 1 {
+						continue
+					}
+					for _, listed := range entries[0].Files {
+						if !refs[listed] {
+							t.Fatalf("%q: an echo of input %s lists %+v, which the prompt check did not see (%+v)", body, raw, listed, pf.Refs)
+						}
+					}
+				}
+			}
+		}
 		for _, file := range pf.Refs {
 			if file.Type != "output" && file.Type != "temp" || file.Filename == "" || file.Filename == ".." ||
 				strings.Contains(file.Filename, "/") ||

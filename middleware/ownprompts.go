@@ -75,6 +75,11 @@ type OwnPromptsOptions struct {
 //     (Outputs decides), with the query as the gateway read it; else 404
 //     not_your_output. Input files (uploads) pass.
 //
+//   - POST /upload/mask: passed on only when the image its original_ref
+//     names (which ComfyUI copies, masked, into the shared input folder)
+//     is an input file or the caller's own output or temp file, with
+//     original_ref as the gateway read it; else 403 not_your_file.
+//
 //   - POST /prompt with a prompt_id of the client's choosing: refused 409
 //     prompt_id_taken when that id is in ComfyUI's queue or history and
 //     not the caller's, since ComfyUI would file the new prompt's result
@@ -109,6 +114,8 @@ func OwnPrompts(o OwnPromptsOptions) func(http.Handler) http.Handler {
 				o.serveEdit(w, r, next, user, path)
 			case strings.EqualFold(r.Method, http.MethodPost) && path == "/interrupt":
 				o.serveInterrupt(w, r, next, user)
+			case o.Outputs != nil && strings.EqualFold(r.Method, http.MethodPost) && path == "/upload/mask":
+				o.serveMask(w, r, next, user)
 			case o.Outputs != nil && path == "/view" &&
 				(strings.EqualFold(r.Method, http.MethodGet) || strings.EqualFold(r.Method, http.MethodHead)):
 				o.serveView(w, r, next, user)

@@ -27,6 +27,11 @@ type PromptFiles struct {
 	// loader reads any file by it. Custom nodes' path inputs are theirs
 	// to judge, and are not read here.
 	Escape string
+	// Ambiguous is set when an object in an input, at any depth, has two
+	// members whose names differ only in case among "filename",
+	// "subfolder" and "type": ComfyUI keeps both, and which one the
+	// gateway's reading of the history would take depends on their order.
+	Ambiguous bool
 }
 
 // coreLoaders are ComfyUI 0.3.64's nodes that read a file named by an
@@ -38,8 +43,10 @@ var coreLoaders = map[string]bool{
 }
 
 // ReadPromptFiles reads the string inputs of a POST /prompt body's
-// prompt (its last "prompt" member, as ComfyUI reads it), and the strings
-// directly inside an object input (Load3D's {"image", "mask"}). A body or
+// prompt (its last "prompt" member, as ComfyUI reads it), the strings
+// directly inside an object input (Load3D's {"image", "mask"}), and the
+// objects at any depth of an input that a history entry's outputs would
+// list as a file, were a node to echo them (Preview3D's camera_info). A body or
 // a prompt it cannot read names no files: ComfyUI refuses it, or the
 // queue share does.
 func ReadPromptFiles(body []byte) PromptFiles {
@@ -72,6 +79,33 @@ func ReadPromptFiles(body []byte) PromptFiles {
 			pf.Refs = append(pf.Refs, f)
 		}
 	}
+	// claims notes each object, at any depth, that a node echoing it into
+	// its UI output (ComfyUI's Preview3D does so with camera_info) would
+	// make the prompt's history entry list as an output file (listedFile).
+	var claims func(v any)
+	claims = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			seenKey := map[string]bool{}
+			for k, inner := range x {
+				if lk := strings.ToLower(k); lk == "filename" || lk == "subfolder" || lk == "type" {
+					pf.Ambiguous = pf.Ambiguous || seenKey[lk]
+					seenKey[lk] = true
+				}
+				claims(inner)
+			}
+			if raw, err := json.Marshal(x); err == nil && seenKey["filename"] {
+				if f, ok := listedFile(raw); ok && !seen[f] {
+					seen[f] = true
+					pf.Refs = append(pf.Refs, f)
+				}
+			}
+		case []any:
+			for _, inner := range x {
+				claims(inner)
+			}
+		}
+	}
 	for _, n := range nodes {
 		loader := coreLoaders[n.ClassType]
 		for _, raw := range n.Inputs {
@@ -79,6 +113,10 @@ func ReadPromptFiles(body []byte) PromptFiles {
 			if json.Unmarshal(raw, &v) == nil {
 				note(loader, v)
 				continue
+			}
+			var tree any
+			if json.Unmarshal(raw, &tree) == nil {
+				claims(tree)
 			}
 			var inner map[string]json.RawMessage
 			if json.Unmarshal(raw, &inner) == nil {
@@ -119,8 +157,9 @@ func annotatedFile(v string) (f OutputFile, escapes, ok bool) {
 }
 
 // promptFilesAreOwn refuses (403 not_your_file) a prompt of user's whose
-// string inputs name an output or temp file that is not user's, or a path
-// leaving ComfyUI's input folder; it answers the refusal itself and
+// inputs name an output or temp file that is not user's (as a string, or
+// as an object shaped as an output item), or a path leaving ComfyUI's
+// input folder; it answers the refusal itself and
 // reports false.
 func (o OwnPromptsOptions) promptFilesAreOwn(w http.ResponseWriter, r *http.Request, user string, body []byte) bool {
 	pf := ReadPromptFiles(body)
@@ -128,6 +167,9 @@ func (o OwnPromptsOptions) promptFilesAreOwn(w http.ResponseWriter, r *http.Requ
 		InfoFrom(r).Reason = "own outputs: " + reason
 		Refuse(w, r, http.StatusForbidden, CodeNotYourFile, "The prompt names a file that is not yours.", reason)
 		return false
+	}
+	if pf.Ambiguous {
+		return refuse("an object in the prompt's inputs names \"filename\", \"subfolder\" or \"type\" twice, in different cases; the file it names cannot be told")
 	}
 	if pf.Escape != "" {
 		return refuse("the input " + strconv.Quote(pf.Escape) + " is a path outside ComfyUI's input folder; name an uploaded file, or an output of yours as \"name.png [output]\"")

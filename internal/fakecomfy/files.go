@@ -179,6 +179,10 @@ func (s *Server) handleUpload(mask bool) handlerFunc {
 				serverError(w)
 				return
 			}
+			// ComfyUI saves the original image with the mask's alpha; the
+			// fake saves the original's bytes, and nothing when there is
+			// no original, as ComfyUI does.
+			file = s.maskOriginal(ref)
 		}
 		typ := fields["type"]
 		if typ == "" {
@@ -195,7 +199,7 @@ func (s *Server) handleUpload(mask bool) handlerFunc {
 		}
 		overwrite := fields["overwrite"] == "true" || fields["overwrite"] == "1"
 		final := filename
-		if !overwrite {
+		if !overwrite && file != nil {
 			ext := path.Ext(filename)
 			base := strings.TrimSuffix(filename, ext)
 			for i := 1; ; i++ {
@@ -206,9 +210,39 @@ func (s *Server) handleUpload(mask bool) handlerFunc {
 				final = fmt.Sprintf("%s (%d)%s", base, i, ext)
 			}
 		}
-		s.files.set(fileKey{typ, sub, final}, file)
+		if file != nil {
+			s.files.set(fileKey{typ, sub, final}, file)
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"name": final, "subfolder": fields["subfolder"], "type": typ})
 	}
+}
+
+// maskOriginal is the file /upload/mask's original_ref names, resolved
+// as ComfyUI 0.3.64's upload_mask does (an annotation, else type, default
+// output; a subfolder when not empty; the filename joined as it is), or
+// nil.
+func (s *Server) maskOriginal(ref map[string]any) *storedFile {
+	name, _ := ref["filename"].(string)
+	name, typ := annotatedFilepath(name)
+	if name == "" || name[0] == '/' || strings.Contains(name, "..") {
+		return nil
+	}
+	if typ == "" {
+		typ = "output"
+		if t, ok := ref["type"].(string); ok {
+			typ = t
+		}
+	}
+	sub, _ := ref["subfolder"].(string)
+	sub, ok := cleanSubfolder(path.Join(sub, path.Dir(name)))
+	if !validType(typ) || !ok {
+		return nil
+	}
+	f, ok := s.files.get(fileKey{typ, sub, path.Base(name)})
+	if !ok || !f.stored {
+		return nil
+	}
+	return &storedFile{data: f.data, size: f.size, sha256: f.sha256, stored: true}
 }
 
 func uploadReadError(w http.ResponseWriter, err error) {

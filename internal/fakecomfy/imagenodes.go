@@ -36,7 +36,7 @@ func init() {
 }
 
 // imageOutputNodes are the output nodes among the model-free ones.
-var imageOutputNodes = map[string]bool{"SaveImage": true, "PreviewImage": true, "SaveImageWebsocket": true}
+var imageOutputNodes = map[string]bool{"SaveImage": true, "PreviewImage": true, "SaveImageWebsocket": true, "Preview3D": true}
 
 type imageNode struct {
 	ClassType string `json:"class_type"`
@@ -47,6 +47,9 @@ type imageNode struct {
 		Color          int    `json:"color"`
 		Images         []any  `json:"images"`
 		FilenamePrefix string `json:"filename_prefix"`
+		// Preview3D's inputs, which its UI output echoes as they are.
+		ModelFile  string `json:"model_file"`
+		CameraInfo any    `json:"camera_info"`
 	} `json:"inputs"`
 }
 
@@ -72,6 +75,9 @@ func imageWorkflow(prompt map[string]json.RawMessage) (nodes map[string]imageNod
 		nodes[id] = n
 	}
 	for _, id := range outputs {
+		if nodes[id].ClassType == "Preview3D" {
+			continue
+		}
 		in := nodes[id].Inputs.Images
 		if len(in) != 2 {
 			return nil, nil, false
@@ -129,6 +135,15 @@ func (q *promptQueue) executeImages(it *queueItem, nodes map[string]imageNode) {
 		n := nodes[id]
 		s.sendEvent("executing", map[string]any{"node": id, "display_node": id, "prompt_id": it.id}, sid)
 		if n.ClassType == "EmptyImage" {
+			continue
+		}
+		if n.ClassType == "Preview3D" {
+			// ComfyUI 0.3.64's Preview3D returns {"ui": {"result":
+			// [model_file, camera_info]}}, camera_info as the prompt gave it.
+			ui := map[string]any{"result": []any{n.Inputs.ModelFile, n.Inputs.CameraInfo}}
+			outputs[id] = ui
+			meta[id] = map[string]any{"node_id": id, "display_node": id, "parent_node": nil, "real_node_id": id}
+			s.sendEvent("executed", map[string]any{"node": id, "display_node": id, "output": ui, "prompt_id": it.id}, sid)
 			continue
 		}
 		q.imageNodeWork()
