@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -144,4 +145,138 @@ func TestLoginPasswordSentAsRequestIDNeverReachesTheLog(t *testing.T) {
 	if !strings.Contains(logs, `"request_id":"my-own-id-42"`) {
 		t.Error("an ordinary X-Request-Id is not in the log")
 	}
+}
+
+// TestRequestTargetSpellingsNeverReachComfyUIWithoutCredentials: through
+// the real server, raw request lines in every spelling a client can send
+// (absolute-form targets, `*`, authority-form CONNECT, escapes, dot
+// segments, doubled slashes, methods in odd case or unknown) either reach
+// the gateway's own page or go through Auth: without credentials ComfyUI
+// gets none of them, and none is answered 5xx. With a token, an
+// absolute-form target naming a gateway page still gets the gateway's page,
+// and one naming ComfyUI's path reaches ComfyUI at that path.
+func TestRequestTargetSpellingsNeverReachComfyUIWithoutCredentials(t *testing.T) {
+	g := startGateway(t, gatewayOpts{})
+	host := strings.TrimPrefix(g.URL, "http://")
+	methods := []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "get", "Get", "CONNECT"}
+	targets := []string{
+		"/", "/prompt", "/api/prompt", "/ws?clientId=x", "/view?filename=a.png&type=output",
+		"/login", "/login/", "/LOGIN", "/log%69n", "//login", "/./login", "/api/../login", "/%2e%2e/login",
+		"/comfyui-auth/login.css", "/comfyui-auth%2Flogin.css", "/comfyui-auth/../prompt",
+		"/healthz/", "/readyz/x", "/guest_mode/x", "/logout/",
+		"*", "http://evil.example/login", "http://evil.example/prompt", "HTTP://" + host + "/prompt",
+		"http://" + host + "/api/prompt?x=1", "https://evil.example/ws", host, "prompt", "%2Fprompt",
+	}
+	for _, m := range methods {
+		for _, target := range targets {
+			resp, c, _ := rawHead(t, g, m+" "+target+" HTTP/1.1", "Host: "+host, "Content-Length: 0", "Connection: close")
+			c.Close()
+			if resp.StatusCode >= 500 {
+				t.Errorf("%s %s: answered %d", m, target, resp.StatusCode)
+			}
+			if reqs := g.Fake.Requests(); len(reqs) > 0 {
+				t.Fatalf("%s %s without credentials reached ComfyUI as %s %s (answer %d)", m, target, reqs[0].Method, reqs[0].Path, resp.StatusCode)
+			}
+		}
+	}
+
+	auth := "Authorization: Bearer " + seedToken
+	resp, c, br := rawHead(t, g, "GET http://evil.example/login HTTP/1.1", "Host: "+host, auth, "Connection: close")
+	body := make([]byte, 64<<10)
+	n, _ := io.ReadFull(br, body)
+	c.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body[:n]), `name="password"`) {
+		t.Errorf("GET http://evil.example/login with a token: %d, not the gateway's login page", resp.StatusCode)
+	}
+	if reqs := g.Fake.Requests(); len(reqs) > 0 {
+		t.Fatalf("an absolute-form target naming /login reached ComfyUI as %s", reqs[0].Path)
+	}
+	resp, c, _ = rawHead(t, g, "GET http://evil.example/prompt HTTP/1.1", "Host: "+host, auth, "Connection: close")
+	c.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET http://evil.example/prompt with a token answered %d", resp.StatusCode)
+	}
+	if last, ok := g.Fake.LastRequest("/prompt"); !ok || last.Method != "GET" {
+		t.Errorf("an absolute-form target naming /prompt did not reach ComfyUI's /prompt")
+	}
+}
+
+// TestHeaderNameSpellingsCannotHideFromTheGateway: the gateway reads the
+// credential, forwarding and upgrade headers by their canonical keys, so
+// a header key in another spelling would be unseen by the gateway while
+// ComfyUI (aiohttp, case-insensitive) reads it. Through the real server:
+// keys in any letter case are canonicalised before the gateway reads them
+// (a lowercase authorization is a credential, a lowercase
+// x-forwarded-for from an untrusted peer is dropped), and a key Go would
+// keep as sent (a space or other non-token byte in it) is refused 400
+// before any handler, so ComfyUI never gets one.
+func TestHeaderNameSpellingsCannotHideFromTheGateway(t *testing.T) {
+	g := startGateway(t, gatewayOpts{})
+	host := strings.TrimPrefix(g.URL, "http://")
+	for _, key := range []string{"authorization", "AUTHORIZATION", "aUtHoRiZaTiOn"} {
+		resp, c, _ := rawHead(t, g, "GET /prompt HTTP/1.1", "Host: "+host, key+": Bearer "+seedToken,
+			"x-forwarded-for: 203.0.113.9", "X-FORWARDED-PROTO: https", "x-forwarded-host: evil.example", "forwarded: for=203.0.113.9", "Connection: close")
+		c.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: answered %d, want 200", key, resp.StatusCode)
+		}
+		last, ok := g.Fake.LastRequest("/prompt")
+		if !ok {
+			t.Fatalf("%s: the request did not reach ComfyUI", key)
+		}
+		for k, vv := range last.Header {
+			lk := strings.ToLower(k)
+			switch {
+			case lk == "authorization" || lk == "forwarded":
+				t.Errorf("%s: ComfyUI got %s: %q", key, k, vv)
+			case lk == "x-forwarded-for" && (len(vv) != 1 || vv[0] != "127.0.0.1"):
+				t.Errorf("%s: ComfyUI got X-Forwarded-For %q, want the peer only", key, vv)
+			case lk == "x-forwarded-proto" && (len(vv) != 1 || vv[0] != "http"):
+				t.Errorf("%s: ComfyUI got X-Forwarded-Proto %q from an untrusted peer's header", key, vv)
+			case lk == "x-forwarded-host" && (len(vv) != 1 || vv[0] != host):
+				t.Errorf("%s: ComfyUI got X-Forwarded-Host %q, want the Host addressed", key, vv)
+			}
+		}
+	}
+	g.Fake.Reset()
+	for _, line := range []string{
+		"Authorization : Bearer " + seedToken,
+		"Authorization\t: Bearer " + seedToken,
+		"Author ization: Bearer " + seedToken,
+		"Comfy-User : alice",
+		"X-Forwarded-For : 203.0.113.9",
+		"Upgrade\x00: websocket",
+	} {
+		resp, c, _ := rawHead(t, g, "GET /prompt?token="+url.QueryEscape(seedToken)+" HTTP/1.1", "Host: "+host, line, "Connection: close")
+		c.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("header line %q: answered %d, want 400", line, resp.StatusCode)
+		}
+	}
+	if reqs := g.Fake.Requests(); len(reqs) > 0 {
+		t.Fatalf("a request with a header name Go keeps as sent reached ComfyUI: %v", reqs[0].Header)
+	}
+}
+
+// FuzzRequestLinesTakeTheRoutersWay: any request line Go's server accepts,
+// parsed as the server parses it (so with the RawPath an escaped target
+// leaves, and the path of an absolute-form target), takes the shortcut
+// past the router only when the router would give it to its catch-all.
+func FuzzRequestLinesTakeTheRoutersWay(f *testing.F) {
+	for _, s := range []string{
+		"GET /login HTTP/1.1", "GET http://h/login HTTP/1.1", "GET /log%69n HTTP/1.1",
+		"GET /comfyui-auth%2Flogin.css HTTP/1.1", "OPTIONS * HTTP/1.1", "CONNECT h:1 HTTP/1.1",
+		"POST /prompt HTTP/1.1", "GET //healthz HTTP/1.1", "get /login HTTP/1.1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader(line + "\r\nHost: h\r\n\r\n")))
+		if err != nil {
+			return
+		}
+		if got, want := forComfyUI(r), routerTakes(t, r); got && !want {
+			t.Fatalf("%q (path %q, raw %q): the shortcut takes a request the router gives to a gateway page", line, r.URL.Path, r.URL.RawPath)
+		}
+	})
 }
