@@ -5,8 +5,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,4 +283,106 @@ func FuzzRequestLinesTakeTheRoutersWay(f *testing.F) {
 			t.Fatalf("%q (path %q, raw %q): the shortcut takes a request the router gives to a gateway page", line, r.URL.Path, r.URL.RawPath)
 		}
 	})
+}
+
+// headerUpstream answers each path with a chosen set of headers: what a
+// ComfyUI (or a custom node of it) may send that the proxy must pass on,
+// drop or keep apart.
+func headerUpstream() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/dup":
+			h["X-Dup"] = []string{"a", "b"}
+			h["Set-Cookie"] = []string{"c1=1; Path=/", "c2=2; Path=/; HttpOnly"}
+			h["X-Request-Id"] = []string{"from-comfyui"}
+			h["Cache-Control"] = []string{"no-cache", "private"}
+			h["x-lower"] = []string{"kept"} // sent as written, read back canonical
+			h.Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"ok":true}`)
+		case "/hop":
+			h.Set("Connection", "X-Hop, keep-alive")
+			h.Set("X-Hop", "must-not-pass")
+			h.Set("Keep-Alive", "timeout=5")
+			h.Set("Proxy-Authenticate", `Basic realm="comfy"`)
+			h.Set("Proxy-Connection", "keep-alive")
+			h.Set("Upgrade", "h2c")
+			h.Set("X-Kept", "yes")
+			h.Set("Trailer", "X-Trail")
+			_, _ = io.WriteString(w, "body")
+			h.Set("X-Trail", "after-the-body")
+		case "/sse":
+			h.Set("Content-Type", "text/event-stream")
+			h.Set("X-Sse", "1")
+			_, _ = io.WriteString(w, "data: x\n\n")
+		case "/empty":
+			h.Set("X-Empty", "1")
+			h.Set("ETag", `"e1"`)
+			w.WriteHeader(http.StatusNoContent)
+		case "/fail":
+			h.Set("X-Fail", "1")
+			h.Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = io.WriteString(w, "boom")
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// TestComfyUIAnswerHeadersPassAsReverseProxyCopiesThem: the gateway hands
+// ComfyUI's answer headers to the client's writer whole, where
+// ReverseProxy copies them value by value. Through the real server, for
+// duplicate headers, Set-Cookie, a key ComfyUI wrote in lower case,
+// hop-by-hop headers (listed in Connection or by name), trailers, an event
+// stream, a 204, a 500 and HEAD, the client gets exactly what a plain
+// ReverseProxy in front of the same upstream gives, apart from the
+// gateway's own X-Request-Id, which comes first, before ComfyUI's.
+func TestComfyUIAnswerHeadersPassAsReverseProxyCopiesThem(t *testing.T) {
+	up := httptest.NewServer(headerUpstream())
+	t.Cleanup(up.Close)
+	upURL, _ := url.Parse(up.URL)
+	plain := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(upURL) }})
+	t.Cleanup(plain.Close)
+	g := startGateway(t, gatewayOpts{configure: func(c *Config) { c.Upstream = up.URL }})
+
+	fetch := func(base, method, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+seedToken)
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if _, err := io.ReadAll(resp.Body); err != nil { // fills resp.Trailer
+			t.Fatalf("%s %s body: %v", method, path, err)
+		}
+		return resp
+	}
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/dup"}, {"HEAD", "/dup"}, {"GET", "/hop"}, {"GET", "/sse"}, {"GET", "/empty"}, {"GET", "/fail"}, {"GET", "/none"},
+	} {
+		got, want := fetch(g.URL, c.method, c.path), fetch(plain.URL, c.method, c.path)
+		if got.StatusCode != want.StatusCode {
+			t.Errorf("%s %s: status %d through the gateway, %d through ReverseProxy", c.method, c.path, got.StatusCode, want.StatusCode)
+		}
+		ids := got.Header.Values("X-Request-Id")
+		if len(ids) == 0 || ids[0] == "from-comfyui" || !slices.Equal(ids[1:], want.Header.Values("X-Request-Id")) {
+			t.Errorf("%s %s: X-Request-Id %q, want the gateway's id then ComfyUI's %q", c.method, c.path, ids, want.Header.Values("X-Request-Id"))
+		}
+		for _, h := range []http.Header{got.Header, want.Header} {
+			h.Del("Date")
+			h.Del("X-Request-Id")
+		}
+		if !reflect.DeepEqual(got.Header, want.Header) {
+			t.Errorf("%s %s: headers through the gateway\n%v\nthrough ReverseProxy\n%v", c.method, c.path, got.Header, want.Header)
+		}
+		if !reflect.DeepEqual(got.Trailer, want.Trailer) {
+			t.Errorf("%s %s: trailers through the gateway %v, through ReverseProxy %v", c.method, c.path, got.Trailer, want.Trailer)
+		}
+	}
+	if got := fetch(g.URL, "GET", "/hop"); got.Header.Get("X-Hop") != "" || got.Trailer.Get("X-Trail") != "after-the-body" {
+		t.Errorf("/hop: X-Hop %q (a header ComfyUI named in Connection), trailer %q", got.Header.Get("X-Hop"), got.Trailer.Get("X-Trail"))
+	}
 }
