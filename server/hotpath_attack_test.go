@@ -386,3 +386,54 @@ func TestComfyUIAnswerHeadersPassAsReverseProxyCopiesThem(t *testing.T) {
 		t.Errorf("/hop: X-Hop %q (a header ComfyUI named in Connection), trailer %q", got.Header.Get("X-Hop"), got.Trailer.Get("X-Trail"))
 	}
 }
+
+// TestForwardedForSpellingsReachComfyUIAsTheClientAddress: the client's
+// address is made text once (Client.AddrText) for X-Forwarded-For and the
+// access log. Through the real server, behind a trusted proxy (the test's
+// loopback peer, over IPv4 and IPv6), every spelling of a hop (IPv4-mapped,
+// with a zone, bracketed with a port, uncompressed IPv6, across repeated
+// headers, behind garbage) reaches ComfyUI, alone, as the address the
+// throttle counts, and the access log names the same; an untrusted peer's
+// X-Forwarded-For is ignored.
+func TestForwardedForSpellingsReachComfyUIAsTheClientAddress(t *testing.T) {
+	tests := []struct {
+		listen, trusted string
+		xff             []string
+		want            string
+	}{
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"::ffff:203.0.113.9"}, "203.0.113.9"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"fe80::1%eth0"}, "fe80::1"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"[2001:db8::1]:443"}, "2001:db8::1"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"2001:DB8:0:0:0:0:0:1"}, "2001:db8::1"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"203.0.113.9:5555"}, "203.0.113.9"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"6.6.6.6", "203.0.113.9"}, "203.0.113.9"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"6.6.6.6, 203.0.113.9, ::ffff:127.0.0.1"}, "203.0.113.9"},
+		{"127.0.0.1:0", "127.0.0.1/32", []string{"6.6.6.6, not-an-address, 127.0.0.1"}, "127.0.0.1"},
+		{"127.0.0.1:0", "10.0.0.0/8", []string{"203.0.113.9"}, "127.0.0.1"},
+		{"[::1]:0", "::1/128", []string{"::ffff:203.0.113.9"}, "203.0.113.9"},
+		{"[::1]:0", "::1/128", []string{"[fe80::2%25lo]:80"}, "fe80::2"},
+		{"[::1]:0", "10.0.0.0/8", []string{"203.0.113.9"}, "::1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.listen+" "+tc.trusted+" "+strings.Join(tc.xff, " | "), func(t *testing.T) {
+			g := startGateway(t, gatewayOpts{configure: func(c *Config) { c.Listen, c.TrustedProxies = tc.listen, tc.trusted }})
+			hdr := []string{"Authorization: Bearer " + seedToken}
+			for _, v := range tc.xff {
+				hdr = append(hdr, "X-Forwarded-For: "+v)
+			}
+			resp := g.do(t, "GET", "/system_stats", nil, hdr...)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("answered %d", resp.StatusCode)
+			}
+			rec, _ := g.Fake.LastRequest("/system_stats")
+			if got := rec.Header.Values("X-Forwarded-For"); len(got) != 1 || got[0] != tc.want {
+				t.Errorf("ComfyUI got X-Forwarded-For %q, want %q alone", got, tc.want)
+			}
+			id := resp.Header.Get("X-Request-Id")
+			eventually(t, 10*time.Second, "the request logged", func() bool { return requestLog(t, g, id) != nil })
+			if line := requestLog(t, g, id); line["client"] != tc.want {
+				t.Errorf("access log client %v, want %s", line["client"], tc.want)
+			}
+		})
+	}
+}
