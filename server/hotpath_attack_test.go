@@ -43,8 +43,8 @@ func rawHead(t *testing.T, g *gateway, lines ...string) (*http.Response, net.Con
 // ("keep-alive", then "Upgrade") is one the proxy carries out, since it
 // reads every Connection line. The gateway must take it for the websocket
 // it is: counted among the open websockets, and closed when the credential
-// line that admitted it is removed. Taking only the first line, it was
-// neither, so a token holder kept ComfyUI's live events after revocation.
+// line that admitted it is removed: a gateway reading only the first line
+// would let a token holder keep ComfyUI's live events after revocation.
 func TestWebsocketWithItsConnectionHeaderSplitIsTracked(t *testing.T) {
 	const aliceTok, bobTok = "alice-secret-0123456789abcdefghij", "bob-secret-0123456789abcdefghijk"
 	aliceLine := "alice:" + lowCostHash(t, aliceTok) + "\n"
