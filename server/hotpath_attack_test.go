@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -435,5 +436,55 @@ func TestForwardedForSpellingsReachComfyUIAsTheClientAddress(t *testing.T) {
 				t.Errorf("access log client %v, want %s", line["client"], tc.want)
 			}
 		})
+	}
+}
+
+// TestGatewayRewrittenAnswerHeadersAreTheOnlyOnes: the headers the gateway
+// rewrites in ComfyUI's answer (the /extensions list's Content-Length and
+// ETag, a view's Content-Security-Policy and X-Content-Type-Options) are
+// handed to the client once, with the gateway's values: through the real
+// server, ComfyUI's own values of those headers never reach the client
+// beside them, and the body is exactly Content-Length bytes.
+func TestGatewayRewrittenAnswerHeadersAreTheOnlyOnes(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		switch r.URL.Path {
+		case "/extensions", "/api/extensions":
+			h.Set("Content-Type", "application/json")
+			h.Set("ETag", `"comfy-etag"`)
+			body := `["/extensions/core/a.js", "/extensions/b/b.js"]`
+			if r.URL.Query().Get("sized") != "" {
+				h.Set("Content-Length", strconv.Itoa(len(body)))
+			}
+			_, _ = io.WriteString(w, body)
+		case "/view", "/api/view", "/userdata/x.svg":
+			h["Content-Security-Policy"] = []string{"default-src *", "script-src *"}
+			h.Set("X-Content-Type-Options", "sniff-please")
+			h.Set("Content-Type", "image/svg+xml")
+			_, _ = io.WriteString(w, `<svg xmlns="http://www.w3.org/2000/svg"><script>1</script></svg>`)
+		}
+	}))
+	t.Cleanup(up.Close)
+	g := startGateway(t, gatewayOpts{configure: func(c *Config) { c.Upstream = up.URL }})
+	for _, path := range []string{"/extensions", "/extensions?sized=1", "/api/extensions?sized=1"} {
+		resp := g.do(t, "GET", path, nil, "Authorization: Bearer "+seedToken)
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		cl := resp.Header.Values("Content-Length")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), logoutScriptPath) ||
+			len(cl) != 1 || cl[0] != strconv.Itoa(len(body)) || resp.Header.Get("ETag") != "" {
+			t.Errorf("%s: %d, Content-Length %q for %d bytes, ETag %q, body %s", path, resp.StatusCode, cl, len(body), resp.Header.Get("ETag"), body)
+		}
+	}
+	for _, path := range []string{"/view?filename=x.svg", "/api/view?filename=x.svg", "/userdata/x.svg"} {
+		resp := g.do(t, "GET", path, nil, "Authorization: Bearer "+seedToken)
+		if csp := resp.Header.Values("Content-Security-Policy"); len(csp) != 1 || csp[0] != "sandbox" {
+			t.Errorf("%s: Content-Security-Policy %q, want sandbox alone", path, csp)
+		}
+		if n := resp.Header.Values("X-Content-Type-Options"); len(n) != 1 || n[0] != "nosniff" {
+			t.Errorf("%s: X-Content-Type-Options %q, want nosniff alone", path, n)
+		}
 	}
 }
