@@ -44,7 +44,8 @@ func rawHead(t *testing.T, g *gateway, lines ...string) (*http.Response, net.Con
 // ("keep-alive", then "Upgrade") is one the proxy carries out, since it
 // reads every Connection line. The gateway must take it for the websocket
 // it is: counted among the open websockets, and closed when the credential
-// line that admitted it is removed: a gateway reading only the first line
+// line that admitted it is removed, and refused by CSRF when another site
+// sends it with a session cookie: a gateway reading only the first line
 // would let a token holder keep ComfyUI's live events after revocation.
 func TestWebsocketWithItsConnectionHeaderSplitIsTracked(t *testing.T) {
 	const aliceTok, bobTok = "alice-secret-0123456789abcdefghij", "bob-secret-0123456789abcdefghijk"
@@ -74,6 +75,24 @@ func TestWebsocketWithItsConnectionHeaderSplitIsTracked(t *testing.T) {
 			func() bool { return g.Server.OpenWebsockets() == 1 })
 		c.Close()
 		eventually(t, 10*time.Second, "the websocket closed", func() bool { return g.Server.OpenWebsockets() == 0 })
+	}
+
+	// Another site's page riding on bob's session cookie is refused by
+	// CSRF, however the Connection header comes.
+	ck := sessionCookie(t, g.do(t, "POST", "/login", form(url.Values{"username": {"bob"}, "password": {bobTok}}), formType))
+	resp, c, _ := rawHead(t, g,
+		"GET /ws?clientId=cross HTTP/1.1",
+		"Host: "+host,
+		"Origin: http://evil.example",
+		"Cookie: "+ck.Name+"="+ck.Value,
+		"Upgrade: websocket",
+		"Connection: keep-alive",
+		"Connection: Upgrade",
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+		"Sec-WebSocket-Version: 13")
+	c.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-site websocket on a session cookie, Connection split: answered %d, want 403", resp.StatusCode)
 	}
 
 	resp, c, br := rawHead(t, g,
