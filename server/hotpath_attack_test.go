@@ -94,6 +94,11 @@ func TestWebsocketWithItsConnectionHeaderSplitIsTracked(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("a cross-site websocket on a session cookie, Connection split: answered %d, want 403", resp.StatusCode)
 	}
+	for _, rec := range g.Fake.Requests() {
+		if strings.Contains(rec.RawQuery, "clientId=cross") {
+			t.Fatal("a cross-site websocket on a session cookie, Connection split, passed CSRF and reached ComfyUI")
+		}
+	}
 
 	resp, c, br := rawHead(t, g,
 		"GET /ws?clientId=split HTTP/1.1",
