@@ -142,12 +142,23 @@ func hashIs(h HashMatcher, s string) bool {
 	return ok
 }
 
-// IsWebSocket reports whether r asks for a websocket upgrade.
+// IsWebSocket reports whether r asks for a websocket upgrade, read as the
+// proxy reads it: the upgrade token in any Connection line, and websocket
+// as the first Upgrade value, the one forwarded. A first Connection line
+// without the token ("keep-alive") must not hide an upgrade the proxy
+// still carries out from CSRF and the websocket tracking.
 func IsWebSocket(r *http.Request) bool {
 	// Canonical keys read from the map directly: most requests are not
 	// upgrades, and Get would canonicalise the key for each.
-	return strings.EqualFold(firstValue(r.Header, "Upgrade"), "websocket") &&
-		headerHasToken(firstValue(r.Header, "Connection"), "upgrade")
+	if !strings.EqualFold(firstValue(r.Header, "Upgrade"), "websocket") {
+		return false
+	}
+	for _, v := range r.Header["Connection"] {
+		if headerHasToken(v, "upgrade") {
+			return true
+		}
+	}
+	return false
 }
 
 func headerHasToken(v, token string) bool {

@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"crypto/subtle"
 	"encoding/base64"
 	"net/http"
 	"strings"
@@ -110,6 +111,19 @@ func queryToken(r *http.Request) string {
 		return r.URL.Query().Get("token")
 	}
 	return ""
+}
+
+// ForgetRequestIDIf gives r an id of the gateway's own, in the access log
+// and the answer's X-Request-Id, when the client's X-Request-Id is secret:
+// a credential read outside Auth (the login form's password) must no more
+// reach the log than one Auth reads (see Auth).
+func ForgetRequestIDIf(w http.ResponseWriter, r *http.Request, secret string) {
+	info := InfoFrom(r)
+	if !info.idFromClient || secret == "" || subtle.ConstantTimeCompare([]byte(info.ID), []byte(secret)) != 1 {
+		return
+	}
+	info.ID, info.idFromClient = requestID(""), false
+	w.Header()["X-Request-Id"] = []string{info.ID}
 }
 
 // isPresentedSecret reports whether s is any part of a credential r

@@ -211,6 +211,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !s.readLoginForm(w, r) {
 		return
 	}
+	middleware.ForgetRequestIDIf(w, r, r.PostForm.Get("password"))
 	next := safeNext(r.PostForm.Get("next"))
 	client := s.client(r)
 
