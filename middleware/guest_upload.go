@@ -11,7 +11,6 @@ import (
 	"net/textproto"
 	"path"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -51,83 +50,9 @@ func guardUpload(w http.ResponseWriter, r *http.Request, next http.Handler) {
 		writeGuestErr(w, r, &guestErr{http.StatusBadRequest, "the upload's multipart boundary is not valid"})
 		return
 	}
-	pr, pw := io.Pipe()
-	var (
-		mu      sync.Mutex
-		refusal *guestErr
-	)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		err := rewriteUpload(r.Body, boundary, pw)
-		var ge *guestErr
-		if errors.As(err, &ge) {
-			mu.Lock()
-			refusal = ge
-			mu.Unlock()
-		}
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		pw.Close()
-	}()
-	r2 := r.Clone(r.Context())
-	r2.Body = pr
-	r2.ContentLength = -1
-	r2.Header.Del("Content-Length")
-	// The body is the rewrite, in plain bytes: ComfyUI must not inflate it.
-	r2.Header.Del("Content-Encoding")
-	cw := &refusalWriter{ResponseWriter: w, r: r, refused: func() *guestErr {
-		mu.Lock()
-		defer mu.Unlock()
-		return refusal
-	}}
-	next.ServeHTTP(cw, r2)
-	pr.CloseWithError(io.ErrClosedPipe) // ComfyUI answered early: stop reading
-	<-done
-	if !cw.wrote {
-		if ge := cw.refused(); ge != nil {
-			writeGuestErr(w, r, ge)
-		}
-	}
+	serveRewrittenForm(w, r, next, func(dst io.Writer) error { return rewriteUpload(r.Body, boundary, dst) },
+		func(w http.ResponseWriter, ge *guestErr) { writeGuestErr(w, r, ge) })
 }
-
-// refusalWriter lets the proxy's answer through unless the upload was
-// refused, in which case the refusal is written instead of the 502 the
-// proxy would give for a body cut short.
-type refusalWriter struct {
-	http.ResponseWriter
-	r        *http.Request
-	refused  func() *guestErr
-	wrote    bool
-	swallowd bool
-}
-
-func (c *refusalWriter) WriteHeader(code int) {
-	if c.wrote {
-		return
-	}
-	c.wrote = true
-	if ge := c.refused(); ge != nil {
-		c.swallowd = true
-		writeGuestErr(c.ResponseWriter, c.r, ge)
-		return
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
-func (c *refusalWriter) Write(p []byte) (int, error) {
-	if !c.wrote {
-		c.WriteHeader(http.StatusOK)
-	}
-	if c.swallowd {
-		return len(p), nil
-	}
-	return c.ResponseWriter.Write(p)
-}
-
-func (c *refusalWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 func refuseUpload(format string, args ...any) error {
 	return &guestErr{http.StatusForbidden, "upload refused: " + fmt.Sprintf(format, args...)}

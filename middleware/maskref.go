@@ -12,7 +12,6 @@ import (
 	"path"
 	"strconv"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -125,45 +124,9 @@ func (o OwnPromptsOptions) serveMask(w http.ResponseWriter, r *http.Request, nex
 			reason: "a mask upload must be multipart/form-data with a valid boundary, as the mask editor sends it"})
 		return
 	}
-	pr, pw := io.Pipe()
-	var (
-		mu      sync.Mutex
-		refusal *maskRefusal
-	)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		err := o.rewriteMask(r.Context(), user, r.Body, params["boundary"], pw)
-		var mr *maskRefusal
-		if errors.As(err, &mr) {
-			mu.Lock()
-			refusal = mr
-			mu.Unlock()
-		}
-		if err != nil {
-			pw.CloseWithError(err)
-			return
-		}
-		pw.Close()
-	}()
-	r2 := r.Clone(r.Context())
-	r2.Body = pr
-	r2.ContentLength = -1
-	r2.Header.Del("Content-Length")
-	r2.Header.Del("Content-Encoding")
-	cw := &maskWriter{ResponseWriter: w, refused: func() *maskRefusal {
-		mu.Lock()
-		defer mu.Unlock()
-		return refusal
-	}, refuse: func(mr *maskRefusal) { o.refuseMask(w, r, mr) }}
-	next.ServeHTTP(cw, r2)
-	pr.CloseWithError(io.ErrClosedPipe)
-	<-done
-	if !cw.wrote {
-		if mr := cw.refused(); mr != nil {
-			o.refuseMask(w, r, mr)
-		}
-	}
+	serveRewrittenForm(w, r, next,
+		func(dst io.Writer) error { return o.rewriteMask(r.Context(), user, r.Body, params["boundary"], dst) },
+		func(w http.ResponseWriter, mr *maskRefusal) { o.refuseMask(w, r, mr) })
 }
 
 func (o OwnPromptsOptions) refuseMask(w http.ResponseWriter, r *http.Request, mr *maskRefusal) {
@@ -178,41 +141,6 @@ func (o OwnPromptsOptions) refuseMask(w http.ResponseWriter, r *http.Request, mr
 	}
 	Refuse(w, r, mr.status, mr.code, errText, mr.reason)
 }
-
-// maskWriter writes the refusal in place of the proxy's answer to a form
-// cut short.
-type maskWriter struct {
-	http.ResponseWriter
-	refused func() *maskRefusal
-	refuse  func(*maskRefusal)
-	wrote   bool
-	swallow bool
-}
-
-func (c *maskWriter) WriteHeader(code int) {
-	if c.wrote {
-		return
-	}
-	c.wrote = true
-	if mr := c.refused(); mr != nil {
-		c.swallow = true
-		c.refuse(mr)
-		return
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
-func (c *maskWriter) Write(p []byte) (int, error) {
-	if !c.wrote {
-		c.WriteHeader(http.StatusOK)
-	}
-	if c.swallow {
-		return len(p), nil
-	}
-	return c.ResponseWriter.Write(p)
-}
-
-func (c *maskWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // rewriteMask copies a mask form from src to dst under canonical part
 // headers, checking its original_ref; it returns a *maskRefusal for a
