@@ -242,18 +242,7 @@ func NewOutputOwners(read func(ctx context.Context, maxItems int) ([]PromptOutpu
 // prompt whose id is also on another user's item, or on an untagged one,
 // is nobody's (as QueueOwners has it).
 func RunningUsers(r io.Reader, key []byte) (map[string]bool, error) {
-	owners := map[string]string{}
-	var running []string
-	err := ScanQueue(r, key, func(it QueueItem) error {
-		if !it.HasID || it.ID == "" {
-			return nil
-		}
-		note(owners, it.ID, it.User)
-		if !it.Pending {
-			running = append(running, it.ID)
-		}
-		return nil
-	})
+	running, owners, err := runningOwners(r, key)
 	if err != nil {
 		return nil, err
 	}

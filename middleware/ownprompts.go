@@ -361,20 +361,7 @@ func note(owners map[string]string, id, owner string) {
 // RunningOwned is the ids of the running prompts in a GET /queue answer,
 // read from r, that are user's and no one else's.
 func RunningOwned(r io.Reader, key []byte, user string) ([]string, error) {
-	owners := map[string]string{}
-	var running []string
-	err := ScanQueue(r, key, func(it QueueItem) error {
-		if !it.HasID {
-			return nil
-		}
-		if it.ID != "" {
-			note(owners, it.ID, it.User)
-		}
-		if !it.Pending {
-			running = append(running, it.ID)
-		}
-		return nil
-	})
+	running, owners, err := runningOwners(r, key)
 	if err != nil {
 		return nil, err
 	}
@@ -385,6 +372,25 @@ func RunningOwned(r io.Reader, key []byte, user string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// runningOwners reads a GET /queue answer from r, streamed (ScanQueue):
+// the ids of its running prompts, and the owner of every id: "" when the
+// id is also on another user's item or an untagged one, as QueueOwners
+// has it.
+func runningOwners(r io.Reader, key []byte) (running []string, owners map[string]string, err error) {
+	owners = map[string]string{}
+	err = ScanQueue(r, key, func(it QueueItem) error {
+		if !it.HasID || it.ID == "" {
+			return nil
+		}
+		note(owners, it.ID, it.User)
+		if !it.Pending {
+			running = append(running, it.ID)
+		}
+		return nil
+	})
+	return running, owners, err
 }
 
 // HistoryOwners reads ComfyUI's GET /history answer from r, streamed: the
