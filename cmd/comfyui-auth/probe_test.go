@@ -34,6 +34,13 @@ func startProbeGateway(t *testing.T, upstream, hashContent string) string {
 	cfg.Upstream = upstream
 	cfg.HashFile = hashFile
 	cfg.BcryptWorkers = 1
+	return serveGateway(t, cfg)
+}
+
+// serveGateway runs the real gateway with cfg on loopback until the test
+// ends, and returns its base URL.
+func serveGateway(t *testing.T, cfg server.Config) string {
+	t.Helper()
 	srv, err := server.New(cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

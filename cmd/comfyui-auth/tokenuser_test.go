@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,8 +13,6 @@ import (
 
 	"github.com/comfyui-auth/comfyui-auth/hashstore"
 	"github.com/comfyui-auth/comfyui-auth/internal/fakecomfy"
-	"github.com/comfyui-auth/comfyui-auth/server"
-	"github.com/rs/zerolog"
 )
 
 // tokenRun runs `comfyui-auth ARGS...` and returns its exit code and output.
@@ -432,19 +429,7 @@ func TestRevokedUserIsRefusedByTheRunningGateway(t *testing.T) {
 	// wrong guess, and five lock the address; the throttle is tested
 	// elsewhere.
 	cfg.MaxLoginAttempts = 0
-	srv, err := server.New(cfg, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := srv.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, ln); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + ln.Addr().String()
+	base := serveGateway(t, cfg)
 	status := func(tok string) int {
 		req, _ := http.NewRequest("GET", base+"/system_stats", nil)
 		req.Header.Set("Authorization", "Bearer "+tok)
