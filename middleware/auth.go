@@ -80,8 +80,7 @@ func Auth(opts AuthOptions) func(http.Handler) http.Handler {
 			// The access log keeps a client's X-Request-Id; never let that
 			// be a credential (a confused client, or one probing our logs).
 			if info.idFromClient && (isPresentedSecret(r, info.ID) || hashIs(opts.Hashes, info.ID)) {
-				info.ID, info.idFromClient = requestID(""), false
-				w.Header().Set("X-Request-Id", info.ID)
+				renewRequestID(w, info)
 			}
 			if IsPublic(r, opts.PublicPaths) {
 				info.Method = MethodPublic

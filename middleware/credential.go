@@ -122,6 +122,12 @@ func ForgetRequestIDIf(w http.ResponseWriter, r *http.Request, secret string) {
 	if !info.idFromClient || secret == "" || subtle.ConstantTimeCompare([]byte(info.ID), []byte(secret)) != 1 {
 		return
 	}
+	renewRequestID(w, info)
+}
+
+// renewRequestID replaces a client's X-Request-Id found to be a secret
+// with one the gateway makes, in the log and in the answer.
+func renewRequestID(w http.ResponseWriter, info *Info) {
 	info.ID, info.idFromClient = requestID(""), false
 	w.Header()["X-Request-Id"] = []string{info.ID}
 }
