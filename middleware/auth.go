@@ -152,18 +152,18 @@ func IsWebSocket(r *http.Request) bool {
 	if !strings.EqualFold(firstValue(r.Header, "Upgrade"), "websocket") {
 		return false
 	}
-	for _, v := range r.Header["Connection"] {
-		if headerHasToken(v, "upgrade") {
-			return true
-		}
-	}
-	return false
+	return HeaderHasToken(r.Header, "Connection", "upgrade")
 }
 
-func headerHasToken(v, token string) bool {
-	for _, part := range strings.Split(v, ",") {
-		if strings.EqualFold(strings.TrimSpace(part), token) {
-			return true
+// HeaderHasToken reports whether any line of h's header name (a canonical
+// key) lists token among its comma-separated values, ignoring case, as
+// ReverseProxy and net/http read Connection and Expect.
+func HeaderHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for _, part := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(part), token) {
+				return true
+			}
 		}
 	}
 	return false

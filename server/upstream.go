@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/comfyui-auth/comfyui-auth/middleware"
 )
 
 // syncTransport is the proxy's http.RoundTripper for plain requests to
@@ -129,27 +131,16 @@ func (t *syncTransport) useSync(r *http.Request) bool {
 	if t.fallbackOnly || r.URL.Scheme != "http" || r.URL.Host != t.host {
 		return false
 	}
-	if r.Header.Get("Upgrade") != "" || headerHasToken(r.Header, "Connection", "upgrade") {
+	if r.Header.Get("Upgrade") != "" || middleware.HeaderHasToken(r.Header, "Connection", "upgrade") {
 		return false
 	}
-	if headerHasToken(r.Header, "Expect", "100-continue") {
+	if middleware.HeaderHasToken(r.Header, "Expect", "100-continue") {
 		return false
 	}
 	if r.Body != nil && r.Body != http.NoBody && (r.ContentLength < 0 || r.ContentLength > maxSyncBody) {
 		return false
 	}
 	return len(r.TransferEncoding) == 0
-}
-
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
-		for _, f := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // RoundTrip implements http.RoundTripper.
