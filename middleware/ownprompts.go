@@ -608,15 +608,8 @@ func ownHistoryView(r io.Reader, owners map[string]string, key []byte, user stri
 // servePrompt refuses a prompt whose chosen prompt_id is another user's
 // (see OwnPrompts) and passes every other one on with the same body.
 func (o OwnPromptsOptions) servePrompt(w http.ResponseWriter, r *http.Request, next http.Handler, user string) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxPromptBytes+1))
-	if err != nil {
-		InfoFrom(r).Reason = "prompt unreadable: " + err.Error()
-		Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.", "the prompt could not be read: "+err.Error())
-		return
-	}
-	if len(body) > MaxPromptBytes {
-		Refuse(w, r, http.StatusRequestEntityTooLarge, CodePromptTooLarge, "The prompt is too large.",
-			fmt.Sprintf("a prompt may be %d MiB at most while the gateway tags prompts with their user", MaxPromptBytes>>20))
+	body, ok := readPrompt(w, r, "while the gateway tags prompts with their user")
+	if !ok {
 		return
 	}
 	if o.Outputs != nil && !o.promptFilesAreOwn(w, r, user, body) {

@@ -78,15 +78,8 @@ func QueueShare(o QueueShareOptions) func(http.Handler) http.Handler {
 			}
 			info := InfoFrom(r)
 			user := info.User
-			body, err := io.ReadAll(io.LimitReader(r.Body, MaxPromptBytes+1))
-			if err != nil {
-				info.Reason = "prompt unreadable: " + err.Error()
-				Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.", "the prompt could not be read: "+err.Error())
-				return
-			}
-			if len(body) > MaxPromptBytes {
-				Refuse(w, r, http.StatusRequestEntityTooLarge, CodePromptTooLarge, "The prompt is too large.",
-					fmt.Sprintf("a prompt may be %d MiB at most while the gateway counts queued prompts (--max-queued-prompts)", MaxPromptBytes>>20))
+			body, ok := readPrompt(w, r, "while the gateway counts queued prompts (--max-queued-prompts)")
+			if !ok {
 				return
 			}
 			out, err := TagPrompt(body, o.Key, user)
@@ -307,4 +300,22 @@ func (l *userLocks) lock(ctx context.Context, user string) (unlock func(), ok bo
 		release()
 		return nil, false
 	}
+}
+
+// readPrompt reads a POST /prompt body whole, up to MaxPromptBytes; an
+// unreadable or larger one is refused (400 prompt_unreadable, 413
+// prompt_too_large, the bound's reason given by why) and ok is false.
+func readPrompt(w http.ResponseWriter, r *http.Request, why string) (body []byte, ok bool) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxPromptBytes+1))
+	if err != nil {
+		InfoFrom(r).Reason = "prompt unreadable: " + err.Error()
+		Refuse(w, r, http.StatusBadRequest, CodePromptUnreadable, "The prompt could not be read.", "the prompt could not be read: "+err.Error())
+		return nil, false
+	}
+	if len(body) > MaxPromptBytes {
+		Refuse(w, r, http.StatusRequestEntityTooLarge, CodePromptTooLarge, "The prompt is too large.",
+			fmt.Sprintf("a prompt may be %d MiB at most %s", MaxPromptBytes>>20, why))
+		return nil, false
+	}
+	return body, true
 }
